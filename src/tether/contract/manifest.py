@@ -1,0 +1,329 @@
+"""The plugin manifest: what a plugin is, what it asks for, strictly validated.
+
+`parse_manifest` turns the bytes of `plugin.toml` or `plugin.json` into a `Manifest`, or
+raises `ManifestError` listing every problem as `<folder>: <field>: <message>`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from tether.contract.capabilities import BY_NAME
+from tether.contract.errors import ManifestError, Problem
+from tether.contract.hosts import HostPatternError, normalize_host_pattern
+from tether.contract.validation import (
+    PLUGIN_ID,
+    PLUGIN_ID_MAX,
+    check_display_string,
+    check_relative_path,
+    did_you_mean,
+    parse_document,
+    problems_from_validation,
+)
+from tether.contract.versions import parse_api_version, parse_semver
+
+Tier = Literal["inprocess", "subprocess", "wasm"]
+TIER_STRICTNESS: dict[str, int] = {"inprocess": 0, "subprocess": 1, "wasm": 2}
+
+# Names other plugin ecosystems use for our keys, so their authors get pointed home.
+KEY_ALIASES: dict[str, str] = {
+    "permissions": "capabilities",
+    "main": "entry",
+    "apiversion": "api_version",
+    "minhostversion": "min_host_version",
+    "outboundhosts": "outbound_hosts",
+    "routeprefix": "route_prefix",
+    "configschema": "config_schema",
+    "mtlssecrets": "mtls_secrets",
+    "requires": "dependencies",
+}
+
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_SECRET_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_ROLE = re.compile(r"^(\*|[a-z][a-z0-9_-]{0,62})$")
+_ROUTE = re.compile(r"^(/[a-z0-9][a-z0-9._-]*)+$")
+_RESERVED_ROUTES = ("/api", "/mcp", "/plugins", "/static", "/docs", "/openapi.json")
+
+
+def check_plugin_id(value: str) -> str:
+    """Validate a plugin id (also used for dependency ids)."""
+    if len(value) > PLUGIN_ID_MAX:
+        raise ValueError(f"{value[:20]!r}... is {len(value)} characters; use at most {PLUGIN_ID_MAX}")
+    if not PLUGIN_ID.match(value):
+        raise ValueError(
+            f"{value!r} must match ^[a-z][a-z0-9-]*$ (a lowercase letter, then lowercase "
+            "letters, digits and hyphens), e.g. 'my-plugin'"
+        )
+    return value
+
+
+def check_capability_name(value: str) -> str:
+    """Validate one capability name against the catalogue, with a did-you-mean."""
+    if value in BY_NAME:
+        return value
+    dotted = value.replace(":", ".")
+    if dotted in BY_NAME:
+        raise ValueError(f'"{value}" is written with a colon; write "{dotted}"')
+    hint = did_you_mean(value, BY_NAME)
+    raise ValueError(f'"{value}" is not a known capability{hint}; see docs/capabilities.md')
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class EnvVar(_Strict):
+    """An environment variable the plugin needs: read from the host's `from`, seen as `as`."""
+
+    from_: str = Field(alias="from")
+    as_: str | None = Field(default=None, alias="as")
+
+    @field_validator("from_", "as_")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not _ENV_NAME.match(v):
+            raise ValueError(f"{v!r} must be an upper-case environment variable name like API_KEY")
+        return v
+
+    @property
+    def target(self) -> str:
+        return self.as_ or self.from_
+
+
+class ManifestLimits(_Strict):
+    """What the plugin asks for; the operator's policy caps each value."""
+
+    timeout_ms: int | None = Field(default=None, ge=1, le=600_000)
+    memory_max_pages: int | None = Field(default=None, ge=1, le=65_536)
+    memory_mb: int | None = Field(default=None, ge=16, le=65_536)
+
+
+class Manifest(_Strict):
+    """A validated plugin manifest."""
+
+    id: str
+    name: str
+    version: str
+    api_version: str
+    entry: str = "plugin.py"
+    capabilities: tuple[str, ...] = ()
+    dependencies: tuple[str, ...] = ()
+    description: str | None = None
+    author: str | None = None
+    homepage: str | None = None
+    min_host_version: str | None = None
+    tier: Tier = "inprocess"
+    outbound_hosts: tuple[str, ...] = ()
+    route_prefix: str | None = None
+    roles: tuple[str, ...] | None = None
+    env: tuple[EnvVar, ...] = ()
+    skills: tuple[str, ...] = ()
+    config_schema: dict[str, Any] | None = None
+    mtls_secrets: tuple[str, ...] = ()
+    limits: ManifestLimits = ManifestLimits()
+
+    @field_validator(
+        "capabilities", "dependencies", "outbound_hosts", "skills", "env", "roles", mode="before"
+    )
+    @classmethod
+    def _lists_to_tuples(cls, v: Any, info: ValidationInfo) -> Any:
+        # TOML and JSON give lists; the model is frozen, so it stores tuples. An env entry
+        # may be a bare name, short for {from = NAME}.
+        if not isinstance(v, list):
+            return v
+        if info.field_name == "env":
+            return tuple({"from": x} if isinstance(x, str) else x for x in v)
+        return tuple(v)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return check_plugin_id(v)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_display_string(v, max_len=80)
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, v: str | None) -> str | None:
+        return None if v is None else check_display_string(v, max_len=2000, multiline=True)
+
+    @field_validator("author")
+    @classmethod
+    def _author(cls, v: str | None) -> str | None:
+        return None if v is None else check_display_string(v, max_len=200)
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if parse_semver(v) is None:
+            raise ValueError(f"{v!r} is not a semantic version; write MAJOR.MINOR.PATCH like 1.0.0")
+        return v
+
+    @field_validator("min_host_version")
+    @classmethod
+    def _min_host(cls, v: str | None) -> str | None:
+        if v is not None and parse_semver(v) is None:
+            raise ValueError(f"{v!r} is not a semantic version; write MAJOR.MINOR.PATCH like 0.1.0")
+        return v
+
+    @field_validator("api_version")
+    @classmethod
+    def _api(cls, v: str) -> str:
+        if parse_api_version(v) is None:
+            raise ValueError(f'{v!r} must be "MAJOR.MINOR", e.g. "1.0"')
+        return v
+
+    @field_validator("entry")
+    @classmethod
+    def _entry(cls, v: str) -> str:
+        return check_relative_path(v)
+
+    @field_validator("skills")
+    @classmethod
+    def _skills(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(check_relative_path(s) for s in v)
+
+    @field_validator("homepage")
+    @classmethod
+    def _homepage(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        check_display_string(v, max_len=500)
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"{v!r} must be an http(s) URL like https://example.com/plugin")
+        return v
+
+    @field_validator("capabilities")
+    @classmethod
+    def _capabilities(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            check_capability_name(name)
+        _no_duplicates(v)
+        return v
+
+    @field_validator("dependencies")
+    @classmethod
+    def _dependencies(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for dep in v:
+            check_plugin_id(dep)
+        _no_duplicates(v)
+        return v
+
+    @field_validator("outbound_hosts")
+    @classmethod
+    def _outbound(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for pattern in v:
+            try:
+                out.append(normalize_host_pattern(pattern))
+            except HostPatternError as exc:
+                raise ValueError(str(exc)) from None
+        _no_duplicates(tuple(out))
+        return tuple(out)
+
+    @field_validator("route_prefix")
+    @classmethod
+    def _route_prefix(cls, v: str | None) -> str | None:
+        return None if v is None else check_route_prefix(v)
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for role in v or ():
+            if not _ROLE.match(role):
+                raise ValueError(f"role {role!r} must be lowercase like 'admin', or '*' for everyone")
+        return v
+
+    @field_validator("mtls_secrets")
+    @classmethod
+    def _mtls(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not _SECRET_NAME.match(name):
+                raise ValueError(f"secret name {name!r} must be lowercase letters, digits, - and _")
+        _no_duplicates(v)
+        return v
+
+    @field_validator("config_schema")
+    @classmethod
+    def _config_schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None and v.get("type", "object") != "object":
+            raise ValueError('must be a JSON Schema with "type" = "object"')
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Manifest:
+        if self.id in self.dependencies:
+            raise ValueError(f"dependencies: the plugin depends on itself ({self.id!r}); remove it")
+        if self.outbound_hosts and "http.outbound" not in self.capabilities:
+            raise ValueError(
+                'outbound_hosts: declared without the "http.outbound" capability; add it to '
+                "capabilities or remove outbound_hosts"
+            )
+        if self.route_prefix and "routes.absolute" not in self.capabilities:
+            raise ValueError(
+                'route_prefix: an absolute prefix needs the "routes.absolute" capability; '
+                "add it to capabilities or remove route_prefix"
+            )
+        return self
+
+
+def check_route_prefix(v: str) -> str:
+    """An absolute URL prefix a plugin may ask for: lowercase path, not a host route."""
+    if not _ROUTE.match(v) or ".." in v:
+        raise ValueError(f"{v!r} must be an absolute lowercase path like /hooks/slack")
+    for reserved in _RESERVED_ROUTES:
+        if v == reserved or v.startswith(reserved + "/"):
+            raise ValueError(f"{v!r} is under the host's own {reserved}; choose another prefix")
+    return v
+
+
+def _no_duplicates(values: tuple[str, ...]) -> None:
+    seen: set[str] = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"{v!r} is listed twice; list it once")
+        seen.add(v)
+
+
+MANIFEST_KEYS: dict[str, tuple[str, ...]] = {
+    "": tuple(f.alias or name for name, f in Manifest.model_fields.items()),
+    "limits": tuple(ManifestLimits.model_fields),
+}
+
+
+def manifest_from_dict(doc: dict[str, Any], where: str) -> Manifest:
+    """Validate a parsed document; raises `ManifestError` with every problem."""
+    try:
+        return Manifest.model_validate(doc)
+    except ValidationError as exc:
+        problems = problems_from_validation(exc, where, MANIFEST_KEYS, KEY_ALIASES)
+        for p in problems:
+            # Cross-field checks report "(top level)"; their message starts with the field.
+            if p.field == "(top level)" and ": " in p.message:
+                field, _, msg = p.message.partition(": ")
+                problems[problems.index(p)] = Problem(where, field, msg)
+        raise ManifestError(problems) from None
+
+
+def parse_manifest(data: bytes, fmt: Literal["toml", "json"], where: str) -> Manifest:
+    """Parse and validate the bytes of `plugin.toml` (fmt="toml") or `plugin.json`."""
+    filename = "plugin.toml" if fmt == "toml" else "plugin.json"
+    try:
+        doc = parse_document(data, fmt)
+    except ValueError as exc:
+        raise ManifestError([Problem(where, filename, str(exc))]) from None
+    return manifest_from_dict(doc, where)

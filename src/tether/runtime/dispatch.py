@@ -1,0 +1,155 @@
+"""Running one tool call: validate, inject, run under a timeout, normalise the result.
+
+The handler runs in its own task so that one which swallows cancellation cannot hang the
+caller: after the timeout the task is cancelled, and if it still runs after a grace period
+it is abandoned and reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from tether.contract.errors import ToolInputError
+from tether.contract.types import Caller, ToolInfo, ToolResult
+from tether.services.calls import PluginCrash, wait_task
+
+CANCEL_GRACE_S = 1.0
+
+StuckSink = Callable[[str, str, str], None]
+"""Called with (plugin id, tool name, what happened) for a call that outlives its timeout."""
+
+
+@dataclass(slots=True)
+class RegisteredTool:
+    """A tool in the registry, with everything a call needs resolved at registration."""
+
+    name: str
+    local_name: str
+    plugin_id: str
+    description: str
+    input_schema: dict[str, Any]
+    validate: Callable[[Any], None]
+    handler: Callable[..., Any]
+    is_async: bool
+    convert: Callable[[dict[str, Any]], dict[str, Any]] | None
+    injected: dict[str, Any]
+    """Parameter name -> value to inject (the plugin's context), resolved at registration."""
+    caller_param: str | None
+    timeout_s: float
+    roles: frozenset[str] | None
+    info: ToolInfo = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.info = ToolInfo(self.name, self.description, self.input_schema, self.plugin_id)
+
+    def visible_to(self, caller: Caller) -> bool:
+        if self.roles is None or "*" in caller.roles or "*" in self.roles:
+            return True
+        return not self.roles.isdisjoint(caller.roles)
+
+
+def normalise_result(value: Any, max_bytes: int) -> ToolResult:
+    """Turn what a handler returned into a `ToolResult`, refusing non-JSON and oversize."""
+    if isinstance(value, ToolResult):
+        result = value
+        if not isinstance(result.content, str):
+            return ToolResult.error("the tool returned a ToolResult whose content is not text")
+    elif isinstance(value, str):
+        result = ToolResult(value)
+    elif value is None:
+        result = ToolResult("")
+    else:
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        try:
+            text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            kind = "a non-finite number" if _has_nonfinite(value) else type(value).__name__
+            return ToolResult.error(
+                f"the tool returned {kind}, which is not JSON ({exc}); return text, a JSON "
+                "value or a ToolResult"
+            )
+        result = ToolResult(text, data=value)
+    size = len(result.content)
+    if size * 4 > max_bytes and (size := len(result.content.encode())) > max_bytes:
+        return ToolResult.error(
+            f"the tool's result is {size} bytes, over the {max_bytes}-byte limit; return less"
+        )
+    return result
+
+
+def _has_nonfinite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_nonfinite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_nonfinite(v) for v in value)
+    return False
+
+
+async def execute(
+    tool: RegisteredTool,
+    arguments: Any,
+    caller: Caller,
+    *,
+    max_result_bytes: int,
+    on_error: Callable[[str, str, BaseException], None],
+    on_stuck: StuckSink,
+) -> ToolResult:
+    """Run one call of `tool`; every failure becomes an error result, never an exception
+    (except cancellation of the caller, which cancels the call and propagates)."""
+    if not isinstance(arguments, dict):
+        return ToolResult.error(f"{tool.name}: arguments must be a JSON object")
+    try:
+        tool.validate(arguments)
+    except ToolInputError as exc:
+        return ToolResult.error(f"{tool.name}: invalid arguments: {exc}")
+    kwargs = tool.convert(arguments) if tool.convert is not None else dict(arguments)
+    if tool.injected:
+        kwargs.update(tool.injected)
+    if tool.caller_param is not None:
+        kwargs[tool.caller_param] = caller
+    fn = functools.partial(tool.handler, **kwargs)
+    task = asyncio.get_running_loop().create_task(_run(fn, tool.is_async))
+    try:
+        finished = await wait_task(task, tool.timeout_s)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not finished:
+        task.cancel()
+        if not await wait_task(task, CANCEL_GRACE_S):
+            task.add_done_callback(_consume)
+            how = "keeps running in its thread" if not tool.is_async else "ignored cancellation"
+            on_stuck(tool.plugin_id, tool.name, f"timed out after {tool.timeout_s:g}s and {how}")
+        return ToolResult.error(f"{tool.name}: timed out after {tool.timeout_s:g}s")
+    exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+    if exc is not None:
+        on_error(tool.plugin_id, tool.name, exc)
+        original = exc.original if isinstance(exc, PluginCrash) else exc
+        return ToolResult.error(f"{tool.name} failed: {type(original).__name__}: {original}")
+    return normalise_result(task.result(), max_result_bytes)
+
+
+async def _run(fn: Callable[[], Any], is_async: bool) -> Any:
+    try:
+        return await fn() if is_async else await asyncio.to_thread(fn)
+    except (asyncio.CancelledError, Exception):
+        raise
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt: the plugin's, not ours
+        raise PluginCrash(exc) from None
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    # Retrieve the abandoned task's outcome so asyncio does not log it as never retrieved.
+    if not task.cancelled():
+        task.exception()

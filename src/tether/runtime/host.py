@@ -1,0 +1,421 @@
+"""The `Host`: discovers, checks, orders, activates and tears down plugins, and is the
+embedding API (`async with Host(...) as host:`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tether.authoring import Plugin
+from tether.contract.errors import (
+    RefusalReason,
+    SchemaError,
+    ToolInputError,
+    UnknownToolError,
+)
+from tether.contract.policy import Policy, resolve
+from tether.contract.types import Caller, ToolCall, ToolInfo, ToolResult
+from tether.contract.validation import did_you_mean
+from tether.runtime import inprocess
+from tether.runtime.activation import apply_declarations, run_lifecycle
+from tether.runtime.config import HostConfig, load_config
+from tether.runtime.context import Context, HostServices
+from tether.runtime.discovery import (
+    Candidate,
+    code_candidate,
+    discover_folders,
+    discover_packages,
+    mark_duplicates,
+)
+from tether.runtime.dispatch import execute
+from tether.runtime.hooks import Hooks
+from tether.runtime.lifecycle import ALLOWED, PluginRecord, State
+from tether.runtime.ordering import load_order
+from tether.runtime.registry import Registry
+from tether.runtime.schema import compile_validator
+from tether.runtime.watchdog import BlockReport, Watchdog
+from tether.services.audit import AuditLog
+from tether.services.database import Database
+from tether.services.events import EventBus
+from tether.services.storage import SqliteStorage
+
+log = logging.getLogger("tether.host")
+
+
+class Host:
+    """A Tether host. Use `async with Host() as host:` or `await host.start()` / `stop()`.
+
+    `config` is a path to a `tether.toml`, a `Policy`, or None (the usual lookup: `$TETHER_CONFIG`,
+    then `./tether.toml`). `plugins` are plugin objects passed in code; they activate after
+    folder and package plugins, and passing them is the operator's approval.
+    """
+
+    def __init__(
+        self,
+        config: str | Path | Policy | HostConfig | None = None,
+        *,
+        plugins: Sequence[Plugin] = (),
+        base_dir: str | Path | None = None,
+        discover: bool = True,
+    ) -> None:
+        if isinstance(config, HostConfig):
+            self.config = config
+        elif isinstance(config, Policy):
+            self.config = HostConfig(config, Path(base_dir or Path.cwd()), None)
+        else:
+            self.config = load_config(config, cwd=Path(base_dir) if base_dir else None)
+        self._code_plugins = list(plugins)
+        self._discover = discover
+        self.records: dict[str, PluginRecord] = {}
+        self.refused: list[PluginRecord] = []  # candidates without a usable id
+        self._module_ids: dict[str, str] = {}
+        self._started = False
+        self.db: Database | None = None
+
+    # Start and stop ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the data directory, discover and activate every plugin."""
+        if self._started:
+            return
+        settings = self.config.policy.host
+        self.db = Database(self.config.data_dir / "tether.db")
+        self.audit = AuditLog(self.db)
+        self.events = EventBus(on_error=self._handler_failed)
+        self.events.loop = asyncio.get_running_loop()
+        self.hooks = Hooks(on_error=self._hook_failed)
+        self.registry = Registry(self.hooks)
+        self.services = HostServices(
+            registry=self.registry,
+            events=self.events,
+            audit=self.audit,
+            storage=SqliteStorage(self.db),
+            execute_tool=self._execute_for_plugin,
+        )
+        self.watchdog = Watchdog(
+            settings.watchdog_ms / 1000, self._loop_blocked, self._module_ids.get
+        )
+        self.watchdog.start(asyncio.get_running_loop())
+        self._started = True
+        await self._load_all(self._candidates())
+        self.events.emit("system.startup", {"plugins": self.active_ids()})
+
+    async def stop(self) -> None:
+        """Tear down every plugin (reverse load order, bounded waits) and close stores."""
+        if not self._started:
+            return
+        self.events.emit("system.shutdown", {})
+        for rec in sorted(self.records.values(), key=lambda r: -r.rank):
+            if rec.state in (State.ACTIVE, State.DISABLED):
+                await self.unload(rec.id)
+        await self.events.drain(timeout=self.config.policy.host.teardown_timeout_ms / 1000)
+        self.events.cancel_pending()
+        self.watchdog.stop()
+        assert self.db is not None
+        self.db.close()
+        self._started = False
+
+    async def __aenter__(self) -> Host:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # Discovery and loading -----------------------------------------------------------
+
+    def _candidates(self) -> list[Candidate]:
+        found: list[Candidate] = []
+        if self._discover:
+            found += discover_folders(self.config.plugin_dirs)
+            if self.config.policy.host.entry_points:
+                found += discover_packages()
+        found += [code_candidate(p) for p in self._code_plugins]
+        mark_duplicates(found)
+        return found
+
+    async def _load_all(self, candidates: list[Candidate]) -> None:
+        deps: dict[str, tuple[str, ...]] = {}
+        position: dict[str, int] = {}
+        for i, cand in enumerate(candidates):
+            rec = PluginRecord(cand, rank=i)
+            if cand.id is None:
+                self._fail(rec, *(cand.refusal or (RefusalReason.INVALID_MANIFEST, "invalid")))
+                self.refused.append(rec)
+                continue
+            if cand.refusal is not None and cand.refusal[0] == RefusalReason.DUPLICATE_ID:
+                self._fail(rec, *cand.refusal)
+                self.refused.append(rec)
+                continue
+            self.records[cand.id] = rec
+            self._resolve(rec)
+            if rec.state is State.ERROR or rec.state is State.DISABLED:
+                continue
+            assert cand.manifest is not None
+            deps[cand.id] = cand.manifest.dependencies
+            position[cand.id] = i
+        ordered = load_order(deps, position)
+        for pid, (reason, msg) in ordered.failures.items():
+            self._fail(self.records[pid], reason, msg)
+        for rank, pid in enumerate(ordered.order):
+            rec = self.records[pid]
+            rec.rank = rank
+            self.registry.set_rank(pid, rank)
+            await self._activate(rec)
+
+    def _resolve(self, rec: PluginRecord) -> None:
+        """Policy checks that run before any plugin code is imported."""
+        cand = rec.candidate
+        if cand.refusal is not None:
+            self._fail(rec, *cand.refusal)
+            return
+        assert cand.manifest is not None
+        entry = self.config.policy.plugins.get(cand.manifest.id)
+        res = resolve(cand.manifest, entry, builtin=cand.source == "code", digest=cand.digest)
+        rec.resolution = res
+        if res.refusal is not None:
+            reason, msg = res.refusal
+            if reason is RefusalReason.DISABLED:
+                self._set_state(rec, State.DISABLED, msg)
+            else:
+                self._fail(rec, reason, msg)
+            return
+        if res.tier != "inprocess":
+            self._fail(
+                rec,
+                RefusalReason.POLICY_VIOLATION,
+                f"tier {res.tier!r} is not available in this build; use tier = \"inprocess\"",
+            )
+            return
+        problem = self._config_problem(cand, entry.config if entry else {})
+        if problem:
+            self._fail(rec, RefusalReason.POLICY_VIOLATION, problem)
+
+    def _config_problem(self, cand: Candidate, config: dict[str, Any]) -> str | None:
+        schema = cand.manifest.config_schema if cand.manifest else None
+        if schema is None:
+            return None
+        try:
+            compile_validator(schema, where=f"{cand.where}: config_schema")(config)
+        except (SchemaError, ToolInputError) as exc:
+            return f"config: {exc}; fix [plugins.{cand.id}.config] in tether.toml"
+        return None
+
+    async def _activate(self, rec: PluginRecord, *, reenable: bool = False) -> bool:
+        cand, res = rec.candidate, rec.resolution
+        assert cand.manifest is not None and res is not None
+        missing = [
+            d for d in cand.manifest.dependencies
+            if d not in self.records or self.records[d].state is not State.ACTIVE
+        ]
+        if missing:
+            self._fail(rec, RefusalReason.DEPENDENCY_FAILED, f"dependency {', '.join(missing)} is not active")
+            return False
+        self._set_state(rec, State.LOADING)
+        if rec.plugin is None:
+            try:
+                rec.plugin = inprocess.import_plugin(cand)
+            except inprocess.PluginImportError as exc:
+                self._fail(rec, RefusalReason.IMPORT_FAILED, str(exc))
+                return False
+            self._module_ids[inprocess.package_name(rec.id)[len("tether_plugins.") :]] = rec.id
+            if cand.module:
+                self._module_ids[cand.module.split(".", 1)[0]] = rec.id
+        plugin = rec.plugin
+        entry = self.config.policy.plugins.get(rec.id)
+        ctx = Context(
+            cand.manifest,
+            res.granted,
+            self.services,
+            config=entry.config if entry else {},
+            timeout_ms=res.timeout_ms,
+            roles=res.roles,
+        )
+        rec.context, plugin._context = ctx, ctx
+        timeout = self.config.policy.host.teardown_timeout_ms / 1000
+        try:
+            with self.registry.batch():
+                rec.warnings = apply_declarations(plugin, ctx)
+                failure = await run_lifecycle(plugin, "load", timeout, ctx)
+                if failure is None and reenable:
+                    failure = await run_lifecycle(plugin, "enable", timeout)
+        except Exception as exc:
+            failure = exc
+        if failure is not None:
+            self._withdraw(rec)
+            self._fail(rec, RefusalReason.ACTIVATION_FAILED, f"{type(failure).__name__}: {failure}")
+            return False
+        self._set_state(rec, State.ACTIVE)
+        self.events.emit("plugin.loaded", {"plugin": rec.id})
+        return True
+
+    def _withdraw(self, rec: PluginRecord) -> None:
+        """Remove everything a plugin registered; never fails."""
+        self.registry.remove_plugin(rec.id)
+        self.events.unsubscribe_plugin(rec.id)
+        if rec.plugin is not None:
+            rec.plugin._context = None
+
+    # Runtime control -----------------------------------------------------------------
+
+    async def disable(self, plugin_id: str) -> None:
+        """Deactivate a plugin: its tools, hooks and subscriptions go at once."""
+        rec = self._record(plugin_id)
+        if rec.state is not State.ACTIVE:
+            raise ValueError(f"plugin {plugin_id!r} is {rec.state.value}, not active")
+        await self._teardown(rec, "disable")
+        self._set_state(rec, State.DISABLED)
+        self.events.emit("plugin.unloaded", {"plugin": plugin_id, "disabled": True})
+
+    async def enable(self, plugin_id: str) -> bool:
+        """Activate a disabled plugin (or retry one in error); True when it became active."""
+        rec = self._record(plugin_id)
+        if rec.state is State.ACTIVE:
+            return True
+        if rec.resolution is None or rec.resolution.refusal is not None:
+            self._resolve(rec)
+            if rec.state is State.ERROR:
+                return False
+        return await self._activate(rec, reenable=rec.plugin is not None)
+
+    async def unload(self, plugin_id: str) -> None:
+        """Tear a plugin down and forget its code; storage is kept."""
+        rec = self._record(plugin_id)
+        if rec.state is State.ACTIVE:
+            await self._teardown(rec, "unload")
+            self.events.emit("plugin.unloaded", {"plugin": plugin_id})
+        elif rec.plugin is not None:
+            await run_lifecycle(rec.plugin, "unload", self.config.policy.host.teardown_timeout_ms / 1000)
+        self._withdraw(rec)
+        inprocess.forget(plugin_id)
+        rec.plugin = None
+        self._set_state(rec, State.UNLOADED)
+
+    async def _teardown(self, rec: PluginRecord, handler: str) -> None:
+        assert rec.plugin is not None
+        timeout = self.config.policy.host.teardown_timeout_ms / 1000
+        failure = await run_lifecycle(rec.plugin, handler, timeout)
+        if failure is not None:
+            rec.warnings.append(f"on_{handler} failed: {type(failure).__name__}: {failure}")
+            self.audit.record(rec.id, "teardown_failed", str(failure), handler=handler)
+        self._withdraw(rec)
+
+    # Tools ---------------------------------------------------------------------------
+
+    def tools(self, caller: Caller | None = None) -> list[ToolInfo]:
+        """Tools visible to `caller` (default: the operator, who sees all)."""
+        return self.registry.visible_tools(caller or Caller.operator())
+
+    async def call_tool(
+        self,
+        name: str,
+        arguments: Any,
+        *,
+        caller: Caller | None = None,
+        call_id: str = "",
+    ) -> ToolResult:
+        """Call a tool through the before/after-tool-call hooks, with its timeout.
+
+        Raises `UnknownToolError` when no such tool is visible to the caller; every other
+        failure comes back as a `ToolResult` with `is_error` set.
+        """
+        who = caller or Caller.operator()
+        if not self._visible(name, who):
+            raise UnknownToolError(self._unknown_message(name))
+        if not isinstance(arguments, dict):
+            return ToolResult.error(f"{name}: arguments must be a JSON object")
+        call = ToolCall(name, arguments, call_id)
+        verdict = await self.hooks.before_tool_call(call)
+        if not isinstance(verdict, ToolCall):
+            result = ToolResult(verdict.content, is_error=verdict.is_error)
+            return await self.hooks.after_tool_call(call, result)
+        call = verdict
+        tool = self.registry.tools.get(call.name)
+        if tool is None or not tool.visible_to(who):
+            raise UnknownToolError(self._unknown_message(call.name))
+        self.events.emit("tool.before_execute", {"tool": call.name, "caller": who.id})
+        result = await execute(
+            tool,
+            call.arguments,
+            who,
+            max_result_bytes=self.config.policy.host.max_result_bytes,
+            on_error=self._tool_failed,
+            on_stuck=self._tool_stuck,
+        )
+        result = await self.hooks.after_tool_call(call, result)
+        self.events.emit(
+            "tool.after_execute", {"tool": call.name, "caller": who.id, "is_error": result.is_error}
+        )
+        return result
+
+    def _visible(self, name: str, caller: Caller) -> bool:
+        tool = self.registry.tools.get(name)
+        return tool is not None and tool.visible_to(caller)
+
+    def _unknown_message(self, name: str) -> str:
+        return f"no tool named {name!r}{did_you_mean(name, self.registry.tools)}; `tether tools` lists them"
+
+    async def _execute_for_plugin(self, name: str, arguments: dict[str, Any], caller: Caller) -> ToolResult:
+        return await self.call_tool(name, arguments, caller=caller)
+
+    # Queries -------------------------------------------------------------------------
+
+    def active_ids(self) -> list[str]:
+        return [r.id for r in sorted(self.records.values(), key=lambda r: r.rank) if r.state is State.ACTIVE]
+
+    def plugins(self) -> list[dict[str, Any]]:
+        """Every plugin the host knows, with state, tier, grants, errors and registrations."""
+        out = [
+            rec.to_json(self.registry.owned_by(rec.id) if self._started else None)
+            for rec in self.records.values()
+        ]
+        out += [rec.to_json() for rec in self.refused]
+        return out
+
+    def _record(self, plugin_id: str) -> PluginRecord:
+        rec = self.records.get(plugin_id)
+        if rec is None:
+            raise KeyError(f"no plugin {plugin_id!r}")
+        return rec
+
+    # State and failure reporting -----------------------------------------------------
+
+    def _set_state(self, rec: PluginRecord, state: State, note: str | None = None) -> None:
+        if state is not rec.state and state not in ALLOWED[rec.state]:
+            raise RuntimeError(f"plugin {rec.id!r}: illegal transition {rec.state} -> {state}")
+        previous, rec.state = rec.state, state
+        if state is not State.ERROR:
+            rec.reason, rec.error = (RefusalReason.DISABLED, note) if note else (None, None)
+        self.audit.record(rec.id, "state", f"{previous.value} -> {state.value}", note=note)
+
+    def _fail(self, rec: PluginRecord, reason: RefusalReason, message: str) -> None:
+        rec.state, rec.reason, rec.error = State.ERROR, reason, message
+        log.warning("plugin %s: %s: %s", rec.id, reason.value, message)
+        self.audit.record(rec.id, "refused", message, reason=reason.value)
+
+    def _hook_failed(self, plugin_id: str, hook: str, exc: BaseException) -> None:
+        self._note_error(plugin_id, f"hook {hook} failed: {type(exc).__name__}: {exc}")
+
+    def _handler_failed(self, plugin_id: str, event: str, exc: BaseException) -> None:
+        what = "timed out" if isinstance(exc, TimeoutError) else f"failed: {type(exc).__name__}: {exc}"
+        self._note_error(plugin_id, f"handler for {event} {what}")
+
+    def _tool_failed(self, plugin_id: str, tool: str, exc: BaseException) -> None:
+        self._note_error(plugin_id, f"tool {tool} failed: {type(exc).__name__}: {exc}")
+
+    def _tool_stuck(self, plugin_id: str, tool: str, what: str) -> None:
+        self._note_error(plugin_id, f"tool {tool} {what}", kind="stuck")
+
+    def _loop_blocked(self, report: BlockReport) -> None:
+        self._note_error(report.plugin_id, str(report), kind="loop_blocked", seconds=report.seconds)
+
+    def _note_error(self, plugin_id: str, message: str, kind: str = "plugin_error", **detail: Any) -> None:
+        rec = self.records.get(plugin_id)
+        if rec is not None:
+            rec.error = message
+        log.warning("plugin %s: %s", plugin_id, message)
+        self.audit.record(plugin_id, kind, message, **detail)
+

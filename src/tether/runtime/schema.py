@@ -1,0 +1,583 @@
+"""Tool signatures: JSON Schema derived from typed Python functions, and safe schema validators.
+
+`derive_tool_signature` turns `async def echo(text: str, times: int = 1) -> str` into an input
+schema. JSON-native annotations take a hand-written fast path; everything else (models,
+dataclasses, Enums, datetimes, tuples...) goes through pydantic, which also builds `convert`.
+
+`compile_validator` compiles a schema with fastjsonschema after refusing schemas that could
+fetch remote documents, exhaust memory or backtrack catastrophically.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import json
+import math
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import fastjsonschema
+from fastjsonschema import JsonSchemaDefinitionException, JsonSchemaValueException
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import to_json
+
+from tether.contract.errors import SchemaError, ToolInputError
+
+__all__ = ["ToolSignature", "compile_validator", "derive_tool_signature"]
+
+MAX_SCHEMA_BYTES = 64 * 1024
+MAX_SCHEMA_DEPTH = 32
+MAX_SCHEMA_NODES = 5000
+MAX_PATTERN_LENGTH = 1000
+
+Converter = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSignature:
+    """What the runtime needs to expose and call one tool function."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    injected: dict[str, type]
+    """Parameter name -> injectable type; the runtime passes a context object there."""
+    convert: Converter | None
+    """Turns validated JSON arguments into Python objects; None when all are JSON-native."""
+    is_async: bool
+
+
+# --- derivation -------------------------------------------------------------------------------
+
+_EMPTY = inspect.Parameter.empty
+_SCALARS: dict[Any, dict[str, Any]] = {
+    str: {"type": "string"},
+    int: {"type": "integer"},
+    float: {"type": "number"},
+    bool: {"type": "boolean"},
+    types.NoneType: {"type": "null"},
+}
+_LITERAL_TYPES = {str: "string", int: "integer", bool: "boolean"}
+_SECTION = re.compile(
+    r"^(Args|Arguments|Parameters|Params|Keyword Args|Returns|Yields|Raises):[ \t]*$", re.M
+)
+_ARG_SECTIONS = frozenset({"Args", "Arguments", "Parameters", "Params", "Keyword Args"})
+_ARG_ENTRY = re.compile(r"\*{0,2}([A-Za-z_]\w*)\s*(?:\([^)]*\))?\s*:\s*(.*)")
+_NO_DEFAULT = object()
+
+
+def _fast_schema(tp: Any) -> dict[str, Any] | None:
+    """Schema for a JSON-native annotation, or None when pydantic has to handle it."""
+    if tp is Any or tp is _EMPTY:
+        return {}
+    if tp is None or type(tp) is type:
+        scalar = _SCALARS.get(types.NoneType if tp is None else tp)
+        if scalar is not None:
+            return dict(scalar)
+        if tp is list:
+            return {"type": "array", "items": {}}
+        if tp is dict:
+            return {"type": "object", "additionalProperties": {}}
+        return None
+    if tp is Sequence:
+        return {"type": "array", "items": {}}
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if origin is list or origin is Sequence:
+        items = _fast_schema(args[0]) if args else {}
+        return None if items is None else {"type": "array", "items": items}
+    if origin is dict:
+        if args and args[0] is not str:
+            return None
+        values = _fast_schema(args[1]) if args else {}
+        return None if values is None else {"type": "object", "additionalProperties": values}
+    if origin is Union or origin is types.UnionType:
+        members = [_fast_schema(arg) for arg in args]
+        return None if None in members else {"anyOf": members}
+    if origin is Literal:
+        kinds = {type(arg) for arg in args}
+        if not kinds <= _LITERAL_TYPES.keys():
+            return None
+        if len(kinds) == 1:  # a "type" keeps Literal[1] from accepting True
+            return {"type": _LITERAL_TYPES[kinds.pop()], "enum": list(args)}
+        return {"enum": list(args)}
+    if origin is Annotated:
+        notes = tp.__metadata__
+        if not all(isinstance(note, str) for note in notes):
+            return None  # Field(...) and other metadata: pydantic knows what they mean
+        inner = _fast_schema(args[0])
+        if inner is not None:
+            inner["description"] = " ".join(notes)
+        return inner
+    return None
+
+
+def _json_default(value: Any) -> Any:
+    """The default as JSON, or _NO_DEFAULT when it has no JSON form."""
+    kind = type(value)
+    if value is None or kind is str or kind is int or kind is bool:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else _NO_DEFAULT
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError, RecursionError):
+        return _NO_DEFAULT
+
+
+def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """Split a cleaned docstring into its summary and Google-style `Args:` descriptions."""
+    sections = list(_SECTION.finditer(doc))
+    if not sections:
+        return doc.strip(), {}
+    summary = doc[: sections[0].start()].strip()
+    described: dict[str, list[str]] = {}
+    for index, header in enumerate(sections):
+        if header.group(1) not in _ARG_SECTIONS:
+            continue
+        end = sections[index + 1].start() if index + 1 < len(sections) else len(doc)
+        indent: int | None = None
+        current: list[str] | None = None
+        for line in doc[header.end() : end].splitlines():
+            text = line.strip()
+            if not text:
+                continue
+            depth = len(line) - len(line.lstrip())
+            if indent is None:
+                indent = depth
+            if depth < indent or depth == 0:
+                break  # text back at the margin ends the section
+            entry = _ARG_ENTRY.fullmatch(text) if depth == indent else None
+            if entry is not None:
+                current = described.setdefault(entry.group(1), [])
+                current.append(entry.group(2))
+            elif current is not None:
+                current.append(text)
+    return summary, {key: " ".join(filter(None, parts)) for key, parts in described.items()}
+
+
+def _hints_target(fn: Any) -> Any:
+    """The object whose annotations describe `fn`'s parameters."""
+    if inspect.isfunction(fn) or inspect.ismethod(fn):
+        return fn
+    if isinstance(fn, functools.partial):
+        return _hints_target(fn.func)
+    if isinstance(fn, type):
+        return typing.cast(Any, fn).__init__
+    return type(fn).__call__
+
+
+def _annotations(fn: Any, sig: inspect.Signature, where: str) -> dict[str, Any]:
+    """Parameter annotations, with string (postponed) annotations resolved."""
+    raw = {name: param.annotation for name, param in sig.parameters.items()}
+    if not any(isinstance(ann, str) for ann in raw.values()):
+        return raw
+    target = _hints_target(fn)
+    try:
+        hints = typing.get_type_hints(target, include_extras=True)
+    except Exception as exc:
+        globalns = getattr(inspect.unwrap(target), "__globals__", {})
+        for name, ann in raw.items():
+            try:
+                probe = types.SimpleNamespace(__annotations__={name: ann})
+                typing.get_type_hints(probe, globalns=globalns, include_extras=True)
+            except Exception as inner:
+                raise SchemaError(
+                    f"{where}: parameter {name!r}: cannot resolve annotation {ann!r} ({inner}); "
+                    "import the type at module level so it can be resolved by name"
+                ) from None
+        raise SchemaError(f"{where}: cannot resolve annotations ({exc})") from None
+    return {name: hints.get(name, ann) for name, ann in raw.items()}
+
+
+def _pydantic_schemas(
+    where: str, complex_params: dict[str, Any]
+) -> tuple[dict[str, TypeAdapter[Any]], dict[str, dict[str, Any]], dict[str, Any]]:
+    """Adapters, per-parameter schemas and shared `$defs` for non-JSON-native parameters."""
+
+    def refuse(pname: str, exc: Exception) -> SchemaError:
+        return SchemaError(
+            f"{where}: parameter {pname!r}: type {complex_params[pname]!r} has no JSON Schema "
+            f"({exc}); use JSON types, a pydantic model, a dataclass or a TypedDict"
+        )
+
+    adapters: dict[str, TypeAdapter[Any]] = {}
+    for pname, ann in complex_params.items():
+        try:
+            adapters[pname] = TypeAdapter(ann)
+        except Exception as exc:
+            raise refuse(pname, exc) from None
+    # One pass over all parameters lets pydantic share and de-duplicate model `$defs`.
+    inputs = [(pname, "validation", adapter) for pname, adapter in adapters.items()]
+    try:
+        schemas, top = TypeAdapter.json_schemas(inputs)  # type: ignore[arg-type]
+    except Exception as exc:
+        for pname, adapter in adapters.items():
+            try:
+                adapter.json_schema()
+            except Exception as inner:
+                raise refuse(pname, inner) from None
+        raise SchemaError(f"{where}: cannot generate a JSON Schema ({exc})") from None
+    by_param = {key: schema for (key, _mode), schema in schemas.items()}
+    return adapters, by_param, top.get("$defs", {})
+
+
+def _make_converter(where: str, adapters: dict[str, TypeAdapter[Any]]) -> Converter:
+    """A function that turns validated JSON arguments into the annotated Python objects."""
+    # JSON-mode validation, so strict models still accept ISO datetimes, Enum values, etc.
+    validators = tuple((name, adapter.validate_json) for name, adapter in adapters.items())
+
+    def convert(arguments: dict[str, Any]) -> dict[str, Any]:
+        converted = dict(arguments)
+        for name, validate in validators:
+            if name in converted:
+                try:
+                    converted[name] = validate(to_json(converted[name]))
+                except ValidationError as exc:
+                    first = exc.errors()[0]
+                    path = ".".join(str(part) for part in (name, *first["loc"]))
+                    raise ToolInputError(f"{path}: {first['msg']}") from None
+        return converted
+
+    convert.__qualname__ = f"convert[{where}]"
+    return convert
+
+
+def derive_tool_signature(
+    fn: Callable[..., Any],
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    injectable: tuple[type, ...] = (),
+) -> ToolSignature:
+    """Derive a tool's name, description and input JSON Schema from a typed function.
+
+    Parameters annotated with a subclass of one of `injectable` are left out of the schema
+    and recorded in `injected`. Raises SchemaError naming the function and parameter when the
+    signature cannot be called with named JSON arguments.
+    """
+    tool_name = name or getattr(fn, "__name__", None)
+    if not tool_name:
+        raise SchemaError(f"tool callable {fn!r} has no __name__; pass name=...")
+    where = f"tool function {getattr(fn, '__qualname__', tool_name)!r}"
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        raise SchemaError(f"{where}: cannot read its signature ({exc})") from None
+    annotations = _annotations(fn, sig, where)
+    doc_target = fn.func if isinstance(fn, functools.partial) else fn
+    summary, arg_docs = _parse_docstring(inspect.getdoc(doc_target) or "")
+
+    properties: dict[str, dict[str, Any]] = {}
+    required: list[str] = []
+    injected: dict[str, type] = {}
+    complex_params: dict[str, Any] = {}
+    for param in sig.parameters.values():
+        pname, kind = param.name, param.kind
+        if kind is param.VAR_POSITIONAL:
+            raise SchemaError(
+                f"{where}: parameter '*{pname}' is not supported; tools take named JSON "
+                f"arguments, so declare a list parameter such as '{pname}: list[str]'"
+            )
+        if kind is param.VAR_KEYWORD:
+            raise SchemaError(
+                f"{where}: parameter '**{pname}' is not supported; declare each argument "
+                f"explicitly or take a '{pname}: dict[str, ...]' parameter"
+            )
+        if kind is param.POSITIONAL_ONLY:
+            raise SchemaError(
+                f"{where}: parameter {pname!r} is positional-only; tools are called with "
+                "named arguments, so remove the '/' from the signature"
+            )
+        ann = annotations[pname]
+        if injectable and isinstance(ann, type) and issubclass(ann, injectable):
+            injected[pname] = ann
+            continue
+        schema = _fast_schema(ann)
+        if schema is None:
+            complex_params[pname] = ann
+            schema = {}
+        elif param.default is not _EMPTY:
+            default = _json_default(param.default)
+            if default is not _NO_DEFAULT:
+                schema["default"] = default
+        if param.default is _EMPTY:
+            required.append(pname)
+        if pname in arg_docs and "description" not in schema:
+            schema["description"] = arg_docs[pname]
+        properties[pname] = schema
+
+    convert: Converter | None = None
+    defs: dict[str, Any] = {}
+    if complex_params:
+        adapters, by_param, defs = _pydantic_schemas(where, complex_params)
+        for pname, generated in by_param.items():
+            schema = properties[pname]  # holds the docstring description, if any
+            default = sig.parameters[pname].default
+            if default is not _EMPTY:
+                try:
+                    dumped = adapters[pname].dump_python(default, mode="json", warnings=False)
+                except Exception:  # a default of the wrong type is allowed, just not shown
+                    dumped = _NO_DEFAULT
+                dumped = _json_default(dumped)
+                if dumped is not _NO_DEFAULT:
+                    generated["default"] = dumped
+            if "description" in schema and "description" not in generated:
+                generated["description"] = schema["description"]
+            properties[pname] = generated
+        convert = _make_converter(tool_name, adapters)
+
+    input_schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+    if defs:
+        input_schema["$defs"] = defs
+    return ToolSignature(
+        name=tool_name,
+        description=inspect.cleandoc(description) if description is not None else summary,
+        input_schema=input_schema,
+        injected=injected,
+        convert=convert,
+        is_async=inspect.iscoroutinefunction(fn)
+        or (not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)),
+    )
+
+
+# --- validation -------------------------------------------------------------------------------
+
+_sre: Any = importlib.import_module("re._parser")  # the stdlib regex parser; untyped
+_REPEATS = tuple(
+    getattr(_sre, op)
+    for op in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT")
+    if hasattr(_sre, op)
+)
+
+
+class _Refused(Exception):
+    """A schema broke one of the hard bounds; the message says what to change."""
+
+
+class _RefuseEveryScheme(Mapping[str, Callable[[str], Any]]):
+    """fastjsonschema `handlers` claiming every URI scheme, so no remote `$ref` is ever fetched."""
+
+    def __getitem__(self, scheme: str) -> Callable[[str], Any]:
+        return _refuse_fetch
+
+    def __contains__(self, scheme: object) -> bool:
+        return True
+
+    def __iter__(self) -> typing.Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _refuse_fetch(uri: str) -> Any:
+    raise _Refused(f"$ref to {uri!r} would fetch a remote document; inline it under $defs")
+
+
+def _check_structure(schema: Any) -> list[str]:
+    """Enforce depth, node-count and local-`$ref` bounds; return every regex pattern found.
+
+    Iterative, and it stops at the node limit, so cyclic or huge inputs cannot hang it.
+    """
+    patterns: list[str] = []
+    stack: list[tuple[Any, int]] = [(schema, 1)]
+    nodes = 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_SCHEMA_NODES:
+            raise _Refused(
+                f"schema has more than {MAX_SCHEMA_NODES} objects and arrays; "
+                "simplify the parameters or split the tool"
+            )
+        if depth > MAX_SCHEMA_DEPTH:
+            raise _Refused(
+                f"schema is nested deeper than {MAX_SCHEMA_DEPTH} levels; "
+                "flatten it or move shared parts under $defs"
+            )
+        if isinstance(node, list):
+            stack.extend((item, depth + 1) for item in node if isinstance(item, dict | list))
+            continue
+        # Conservative: "$ref"/"pattern" keys are checked wherever they occur, even in data.
+        for key, value in node.items():
+            if isinstance(value, dict | list):
+                stack.append((value, depth + 1))
+                if key == "patternProperties" and isinstance(value, dict):
+                    patterns.extend(value)
+            elif key == "$ref":
+                if not isinstance(value, str) or not value.startswith("#"):
+                    raise _Refused(
+                        f"$ref {value!r} is not local; only references inside the schema "
+                        "('#/$defs/...') are allowed, so inline the referenced schema"
+                    )
+            elif key == "pattern":
+                if not isinstance(value, str):
+                    raise _Refused(f"pattern {value!r} must be a string")
+                patterns.append(value)
+    return patterns
+
+
+def _ambiguous_alternation(alternatives: list[Any]) -> bool:
+    """True unless each alternative starts with its own distinct literal character."""
+    firsts: set[str] = set()
+    for alternative in alternatives:
+        if not alternative or alternative[0][0] is not _sre.LITERAL:
+            return True
+        first = chr(alternative[0][1]).casefold()  # (?i) could make 'a' and 'A' overlap
+        if first in firsts:
+            return True
+        firsts.add(first)
+    return False
+
+
+def _backtracks(items: Any, repeated: bool) -> bool:
+    """True if a repeated part of a parsed regex nests a variable quantifier or overlap."""
+    for op, arg in items:
+        if op in _REPEATS:
+            low, high, body = arg
+            if high > 1 and repeated and low != high:
+                return True
+            if _backtracks(body, repeated or high > 1):
+                return True
+        elif op is _sre.BRANCH:
+            if repeated and _ambiguous_alternation(arg[1]):
+                return True
+            if any(_backtracks(alternative, repeated) for alternative in arg[1]):
+                return True
+        elif op is _sre.GROUPREF and repeated:
+            return True
+        elif op is _sre.SUBPATTERN:
+            if _backtracks(arg[3], repeated):
+                return True
+        elif op in (_sre.ASSERT, _sre.ASSERT_NOT):
+            if _backtracks(arg[1], repeated):
+                return True
+        elif op is _sre.ATOMIC_GROUP:
+            if _backtracks(arg, repeated):
+                return True
+        elif op is _sre.GROUPREF_EXISTS and any(
+            branch is not None and _backtracks(branch, repeated) for branch in arg[1:]
+        ):
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _pattern_problem(pattern: str) -> str | None:
+    """Why `pattern` is refused, or None when it is safe to compile."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        return f"pattern is longer than {MAX_PATTERN_LENGTH} characters; shorten it"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"pattern {pattern!r} is not a valid regular expression ({exc})"
+    if _backtracks(_sre.parse(pattern), False):
+        return (
+            f"pattern {pattern!r} repeats a group that contains a quantifier or overlapping "
+            "alternatives, which can backtrack catastrophically; rewrite it without nested "
+            "repetition, e.g. '[\\w\\s]*' instead of '(\\w+\\s?)*'"
+        )
+    return None
+
+
+def _translate(exc: JsonSchemaValueException) -> str:
+    """`data.times must be integer` -> `times: must be integer`."""
+    name: str = exc.name or "data"
+    message: str = exc.message
+    rest = message[len(name) :].lstrip() if message.startswith(name) else message
+    path = name[4:].lstrip(".") if name.startswith("data") else name
+    return f"{path or 'arguments'}: {rest}"
+
+
+def _nonfinite_path(data: Any) -> str | None:
+    """Path of the first NaN or infinite float in `data`, or None. Iterative: no recursion limit."""
+    if type(data) is float:
+        return None if math.isfinite(data) else "arguments"
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, container = stack.pop()
+        if isinstance(container, dict):
+            entries: Any = container.items()
+        elif isinstance(container, list | tuple):
+            entries = enumerate(container)
+        else:
+            continue
+        for key, value in entries:
+            kind = type(value)
+            if kind is float:
+                if not math.isfinite(value):
+                    return _child(path, key) or "arguments"
+            elif kind is dict or kind is list or isinstance(value, dict | list | tuple):
+                stack.append((_child(path, key), value))
+    return None
+
+
+def _child(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(canonical: str) -> Callable[[Any], None]:
+    """One wrapped fastjsonschema validator per canonical schema text."""
+    try:
+        check = fastjsonschema.compile(
+            json.loads(canonical),  # a private copy: fastjsonschema rewrites $ref in place
+            handlers=_RefuseEveryScheme(),
+            use_default=False,  # never fill defaults into the caller's arguments
+        )
+    except JsonSchemaDefinitionException as exc:
+        raise _Refused(f"schema is invalid ({exc})") from None
+
+    def validate(data: Any) -> None:
+        try:
+            check(data)
+        except JsonSchemaValueException as exc:
+            raise ToolInputError(_translate(exc)) from None
+        except RecursionError:
+            raise ToolInputError("arguments: nested too deeply") from None
+        bad = _nonfinite_path(data)
+        if bad is not None:
+            raise ToolInputError(f"{bad}: must be a finite number, not NaN or Infinity")
+
+    return validate
+
+
+def compile_validator(schema: dict[str, Any], *, where: str) -> Callable[[Any], None]:
+    """Compile `schema` into a function that raises ToolInputError for invalid input.
+
+    Refuses, with SchemaError prefixed by `where`, schemas that are too big, too deep, have too
+    many nodes, use non-local `$ref`s or use regex patterns prone to catastrophic
+    backtracking. Identical schemas share one compiled function.
+    """
+    try:
+        patterns = _check_structure(schema)
+        try:
+            canonical = json.dumps(schema, sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise _Refused(f"schema is not plain JSON ({exc})") from None
+        if len(canonical) > MAX_SCHEMA_BYTES:  # ensure_ascii: characters == bytes
+            raise _Refused(
+                f"schema is {len(canonical)} bytes, over the {MAX_SCHEMA_BYTES}-byte limit; "
+                "simplify the parameters or split the tool"
+            )
+        for pattern in patterns:
+            problem = _pattern_problem(pattern)
+            if problem is not None:
+                raise _Refused(problem)
+        return _compiled(canonical)
+    except _Refused as exc:
+        raise SchemaError(f"{where}: {exc}") from None
