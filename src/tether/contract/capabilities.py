@@ -49,7 +49,6 @@ CATALOGUE: tuple[Capability, ...] = (
     _c("memory.read", "memory", "search users' memories"),
     _c("memory.write", "memory", "create and update users' memories"),
     _c("users.read", "users", "read user profiles and preferences"),
-    _c("config.read", "config", "read the plugin's configuration"),
     _c("config.register", "config", "declare per-space config keys with defaults"),
     _c("env.inject", "env", "declared environment variables for permitted callers"),
     _c("secrets.mtls", "secrets", "opaque mTLS client-certificate references"),

@@ -173,27 +173,104 @@ def _hints_target(fn: Any) -> Any:
     return type(fn).__call__
 
 
-def _annotations(fn: Any, sig: inspect.Signature, where: str) -> dict[str, Any]:
-    """Parameter annotations, with string (postponed) annotations resolved."""
-    raw = {name: param.annotation for name, param in sig.parameters.items()}
-    if not any(isinstance(ann, str) for ann in raw.values()):
+def _refuse_kinds(where: str, posonly: str | None, star: str | None, double: str | None) -> None:
+    if posonly is not None:
+        raise SchemaError(
+            f"{where}: parameter {posonly!r} is positional-only; tools are called with "
+            "named arguments, so remove the '/' from the signature"
+        )
+    if star is not None:
+        raise SchemaError(
+            f"{where}: parameter '*{star}' is not supported; tools take named JSON "
+            f"arguments, so declare a list parameter such as '{star}: list[str]'"
+        )
+    if double is not None:
+        raise SchemaError(
+            f"{where}: parameter '**{double}' is not supported; declare each argument "
+            f"explicitly or take a '{double}: dict[str, ...]' parameter"
+        )
+
+
+def _parameters(fn: Any, where: str) -> list[tuple[str, Any, Any]]:
+    """(name, default, raw annotation) per parameter, `_EMPTY` where absent."""
+    if type(fn) is types.FunctionType and not fn.__dict__.keys() & {"__wrapped__", "__signature__"}:
+        # Plain functions: read the code object, several times cheaper than inspect.signature.
+        code, anns = fn.__code__, fn.__annotations__
+        npos, nkw, names = code.co_argcount, code.co_kwonlyargcount, code.co_varnames
+        star = names[npos + nkw] if code.co_flags & inspect.CO_VARARGS else None
+        double = (
+            names[npos + nkw + (star is not None)]
+            if code.co_flags & inspect.CO_VARKEYWORDS
+            else None
+        )
+        _refuse_kinds(where, names[0] if code.co_posonlyargcount else None, star, double)
+        defaults, kwdefaults = fn.__defaults__ or (), fn.__kwdefaults__ or {}
+        first = npos - len(defaults)
+        params = [
+            (n, defaults[i - first] if i >= first else _EMPTY, anns.get(n, _EMPTY))
+            for i, n in enumerate(names[:npos])
+        ]
+        kwonly = names[npos : npos + nkw]
+        return params + [(n, kwdefaults.get(n, _EMPTY), anns.get(n, _EMPTY)) for n in kwonly]
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        raise SchemaError(f"{where}: cannot read its signature ({exc})") from None
+    first_of = {p.kind: p.name for p in reversed(sig.parameters.values())}
+    kind = inspect.Parameter
+    _refuse_kinds(
+        where,
+        first_of.get(kind.POSITIONAL_ONLY),
+        first_of.get(kind.VAR_POSITIONAL),
+        first_of.get(kind.VAR_KEYWORD),
+    )
+    return [(p.name, p.default, p.annotation) for p in sig.parameters.values()]
+
+
+@functools.lru_cache(maxsize=4096)
+def _annotation_code(text: str) -> types.CodeType:
+    return compile(text, "<annotation>", "eval")
+
+
+def _is_resolved(tp: Any) -> bool:
+    """False if a forward reference (a string) is left anywhere inside `tp`."""
+    if isinstance(tp, str | typing.ForwardRef):
+        return False
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Literal:
+        return True
+    return all(_is_resolved(arg) for arg in (args[:1] if origin is Annotated else args))
+
+
+def _resolve(fn: Any, params: list[tuple[str, Any, Any]], where: str) -> list[Any]:
+    """Annotations with strings (`from __future__ import annotations`) evaluated."""
+    raw = [ann for _, _, ann in params]
+    if not any(isinstance(ann, str) for ann in raw):
         return raw
     target = _hints_target(fn)
+    globalns = getattr(inspect.unwrap(target), "__globals__", None)
+    if type(globalns) is dict:
+        # What get_type_hints does for a function, minus re-compiling each string every call.
+        try:
+            quick = [eval(_annotation_code(a), globalns) if isinstance(a, str) else a for a in raw]
+            if all(map(_is_resolved, quick)):
+                return quick
+        except Exception:
+            pass  # let get_type_hints produce the authoritative answer or error
     try:
         hints = typing.get_type_hints(target, include_extras=True)
     except Exception as exc:
-        globalns = getattr(inspect.unwrap(target), "__globals__", {})
-        for name, ann in raw.items():
+        for pname, _, ann in params:
             try:
-                probe = types.SimpleNamespace(__annotations__={name: ann})
-                typing.get_type_hints(probe, globalns=globalns, include_extras=True)
+                probe = types.SimpleNamespace(__annotations__={pname: ann})
+                typing.get_type_hints(probe, globalns=globalns or {}, include_extras=True)
             except Exception as inner:
                 raise SchemaError(
-                    f"{where}: parameter {name!r}: cannot resolve annotation {ann!r} ({inner}); "
-                    "import the type at module level so it can be resolved by name"
+                    f"{where}: parameter {pname!r}: cannot resolve annotation {ann!r} "
+                    f"({inner}); import the type at module level so it resolves by name"
                 ) from None
         raise SchemaError(f"{where}: cannot resolve annotations ({exc})") from None
-    return {name: hints.get(name, ann) for name, ann in raw.items()}
+    return [hints.get(pname, ann) for pname, _, ann in params]
 
 
 def _pydantic_schemas(
@@ -266,11 +343,8 @@ def derive_tool_signature(
     if not tool_name:
         raise SchemaError(f"tool callable {fn!r} has no __name__; pass name=...")
     where = f"tool function {getattr(fn, '__qualname__', tool_name)!r}"
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError) as exc:
-        raise SchemaError(f"{where}: cannot read its signature ({exc})") from None
-    annotations = _annotations(fn, sig, where)
+    params = _parameters(fn, where)
+    annotations = _resolve(fn, params, where)
     doc_target = fn.func if isinstance(fn, functools.partial) else fn
     summary, arg_docs = _parse_docstring(inspect.getdoc(doc_target) or "")
 
@@ -278,24 +352,8 @@ def derive_tool_signature(
     required: list[str] = []
     injected: dict[str, type] = {}
     complex_params: dict[str, Any] = {}
-    for param in sig.parameters.values():
-        pname, kind = param.name, param.kind
-        if kind is param.VAR_POSITIONAL:
-            raise SchemaError(
-                f"{where}: parameter '*{pname}' is not supported; tools take named JSON "
-                f"arguments, so declare a list parameter such as '{pname}: list[str]'"
-            )
-        if kind is param.VAR_KEYWORD:
-            raise SchemaError(
-                f"{where}: parameter '**{pname}' is not supported; declare each argument "
-                f"explicitly or take a '{pname}: dict[str, ...]' parameter"
-            )
-        if kind is param.POSITIONAL_ONLY:
-            raise SchemaError(
-                f"{where}: parameter {pname!r} is positional-only; tools are called with "
-                "named arguments, so remove the '/' from the signature"
-            )
-        ann = annotations[pname]
+    defaults: dict[str, Any] = {}
+    for (pname, default, _), ann in zip(params, annotations, strict=True):
         if injectable and isinstance(ann, type) and issubclass(ann, injectable):
             injected[pname] = ann
             continue
@@ -303,12 +361,14 @@ def derive_tool_signature(
         if schema is None:
             complex_params[pname] = ann
             schema = {}
-        elif param.default is not _EMPTY:
-            default = _json_default(param.default)
-            if default is not _NO_DEFAULT:
-                schema["default"] = default
-        if param.default is _EMPTY:
+        elif default is not _EMPTY:
+            json_default = _json_default(default)
+            if json_default is not _NO_DEFAULT:
+                schema["default"] = json_default
+        if default is _EMPTY:
             required.append(pname)
+        else:
+            defaults[pname] = default
         if pname in arg_docs and "description" not in schema:
             schema["description"] = arg_docs[pname]
         properties[pname] = schema
@@ -319,10 +379,11 @@ def derive_tool_signature(
         adapters, by_param, defs = _pydantic_schemas(where, complex_params)
         for pname, generated in by_param.items():
             schema = properties[pname]  # holds the docstring description, if any
-            default = sig.parameters[pname].default
-            if default is not _EMPTY:
+            if pname in defaults:
                 try:
-                    dumped = adapters[pname].dump_python(default, mode="json", warnings=False)
+                    dumped = adapters[pname].dump_python(
+                        defaults[pname], mode="json", warnings=False
+                    )
                 except Exception:  # a default of the wrong type is allowed, just not shown
                     dumped = _NO_DEFAULT
                 dumped = _json_default(dumped)
