@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, overload
 
 from tether.contract.manifest import Manifest
 
@@ -27,7 +27,7 @@ HookName = Literal[
     "transform_user_input",
     "after_run",
 ]
-HOOK_NAMES: tuple[str, ...] = HookName.__args__
+HOOK_NAMES: tuple[str, ...] = get_args(HookName)
 
 LifecycleName = Literal["load", "unload", "enable", "disable"]
 
@@ -98,8 +98,13 @@ class Plugin:
     def tool(self, fn: F, /) -> F: ...
 
     @overload
+    def tool(self, fn: None = None, /) -> Callable[[F], F]: ...
+
+    @overload
     def tool(
         self,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         description: str | None = None,

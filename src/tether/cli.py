@@ -44,7 +44,8 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="Path to tether.toml (default: ./tether.toml).")
+    Path | None,
+    typer.Option("--config", "-c", help="Path to tether.toml (default: ./tether.toml)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -81,15 +82,17 @@ def _with_host(path: Path | None, work: Callable[[Host], Awaitable[T]], quiet: b
 
 @app.command()
 def check(
-    paths: Annotated[list[Path] | None, typer.Argument(help="Plugin folders (default: discover).")] = None,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Plugin folders (default: discover).")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Validate plugin folders and the policy: one line per problem, exit 1 if any."""
     cfg = _config(config)
     if paths:
-        for p in paths:
-            if not p.is_dir():
-                err.print(f"{p}: not a folder", markup=False)
+        for folder in paths:
+            if not folder.is_dir():
+                err.print(f"{folder}: not a folder", markup=False)
                 raise typer.Exit(2)
         candidates = [inspect_folder(p) for p in paths]
     else:
@@ -107,7 +110,9 @@ def check(
     raise typer.Exit(1 if problems else 0)
 
 
-def _check_candidates(cfg: HostConfig, candidates: list[Candidate]) -> tuple[list[Problem], list[str]]:
+def _check_candidates(
+    cfg: HostConfig, candidates: list[Candidate]
+) -> tuple[list[Problem], list[str]]:
     problems: list[Problem] = []
     notes: list[str] = []
     deps: dict[str, tuple[str, ...]] = {}
@@ -123,7 +128,9 @@ def _check_candidates(cfg: HostConfig, candidates: list[Candidate]) -> tuple[lis
         notes.append(f"{c.where}: {m.id} {m.version} digest {c.digest}")
         if res.refusal is None:
             for combo, why in root_equivalent_sets(res.granted):
-                notes.append(f"{c.where}: warning: {' + '.join(sorted(combo))} is root-equivalent: {why}")
+                notes.append(
+                    f"{c.where}: warning: {' + '.join(sorted(combo))} is root-equivalent: {why}"
+                )
             continue
         reason, msg = res.refusal
         if reason is RefusalReason.NOT_APPROVED:
@@ -214,10 +221,13 @@ def call(
     try:
         args = json.loads(arguments)
     except json.JSONDecodeError as exc:
-        err.print(f"arguments: not valid JSON ({exc}); pass an object like '{{\"text\": \"hi\"}}'", markup=False)
+        err.print(
+            f'arguments: not valid JSON ({exc}); pass an object like \'{{"text": "hi"}}\'',
+            markup=False,
+        )
         raise typer.Exit(2) from None
     if not isinstance(args, dict):
-        err.print("arguments: must be a JSON object like '{\"text\": \"hi\"}'", markup=False)
+        err.print('arguments: must be a JSON object like \'{"text": "hi"}\'', markup=False)
         raise typer.Exit(2)
 
     async def work(host: Host) -> Any:

@@ -18,11 +18,17 @@ CACHE_SECONDS = 300
 def _reading(city: str) -> dict[str, object]:
     # Deterministic stand-in for a weather API, so the example needs no network.
     seed = int(hashlib.sha256(city.lower().encode()).hexdigest()[:8], 16)
-    return {"city": city, "celsius": seed % 35 - 5, "conditions": ["sunny", "cloudy", "rain"][seed % 3]}
+    return {
+        "city": city,
+        "celsius": seed % 35 - 5,
+        "conditions": ["sunny", "cloudy", "rain"][seed % 3],
+    }
 
 
 @plugin.tool
-async def current(ctx: Context, city: str, units: Literal["celsius", "fahrenheit"] = "celsius") -> dict[str, object]:
+async def current(
+    ctx: Context, city: str, units: Literal["celsius", "fahrenheit"] = "celsius"
+) -> dict[str, object]:
     """Current weather for a city.
 
     Args:

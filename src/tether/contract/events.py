@@ -47,7 +47,9 @@ _PLUGIN_EVENT = re.compile(r"^[a-z][a-z0-9-]*\.[a-z][a-z0-9_.]*$")
 
 def is_known_event(name: str) -> bool:
     """True for host events and well-formed plugin events (`<plugin-id>.<name>`)."""
-    return name in NOTIFICATION_EVENTS or name in INTERCEPTOR_EVENTS or bool(_PLUGIN_EVENT.match(name))
+    return (
+        name in NOTIFICATION_EVENTS or name in INTERCEPTOR_EVENTS or bool(_PLUGIN_EVENT.match(name))
+    )
 
 
 def plugin_may_emit(plugin_id: str, name: str) -> bool:

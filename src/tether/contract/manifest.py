@@ -59,7 +59,9 @@ _RESERVED_ROUTES = ("/api", "/mcp", "/plugins", "/static", "/docs", "/openapi.js
 def check_plugin_id(value: str) -> str:
     """Validate a plugin id (also used for dependency ids)."""
     if len(value) > PLUGIN_ID_MAX:
-        raise ValueError(f"{value[:20]!r}... is {len(value)} characters; use at most {PLUGIN_ID_MAX}")
+        raise ValueError(
+            f"{value[:20]!r}... is {len(value)} characters; use at most {PLUGIN_ID_MAX}"
+        )
     if not PLUGIN_ID.match(value):
         raise ValueError(
             f"{value!r} must match ^[a-z][a-z0-9-]*$ (a lowercase letter, then lowercase "
@@ -245,7 +247,9 @@ class Manifest(_Strict):
     def _roles(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
         for role in v or ():
             if not _ROLE.match(role):
-                raise ValueError(f"role {role!r} must be lowercase like 'admin', or '*' for everyone")
+                raise ValueError(
+                    f"role {role!r} must be lowercase like 'admin', or '*' for everyone"
+                )
         return v
 
     @field_validator("mtls_secrets")

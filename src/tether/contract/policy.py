@@ -181,7 +181,9 @@ def approval_lines(manifest: Manifest, digest: str | None = None) -> str:
     grant = ", ".join(f'"{c}"' for c in manifest.capabilities)
     lines.append(f"grant = [{grant}]")
     if manifest.outbound_hosts:
-        lines.append("outbound_hosts = [" + ", ".join(f'"{h}"' for h in manifest.outbound_hosts) + "]")
+        lines.append(
+            "outbound_hosts = [" + ", ".join(f'"{h}"' for h in manifest.outbound_hosts) + "]"
+        )
     if manifest.route_prefix:
         lines.append(f'route_prefix = "{manifest.route_prefix}"')
     if digest:
@@ -202,7 +204,9 @@ def resolve(
     `builtin` is true for plugins the embedding program passed in code: that act is the
     operator's approval, so with no policy entry they get what they declare.
     """
-    policy = entry if entry is not None else PluginPolicy(grant=manifest.capabilities if builtin else ())
+    policy = (
+        entry if entry is not None else PluginPolicy(grant=manifest.capabilities if builtin else ())
+    )
     declared = frozenset(manifest.capabilities)
     granted = declared & frozenset(policy.grant)
     tier = _stricter(manifest.tier, policy.tier)
@@ -257,7 +261,10 @@ def _refusal(
             "tether.toml:\n" + approval_lines(manifest, digest),
         )
     if not policy.enabled:
-        return (RefusalReason.DISABLED, f"disabled in tether.toml ([plugins.{mid}] enabled = false)")
+        return (
+            RefusalReason.DISABLED,
+            f"disabled in tether.toml ([plugins.{mid}] enabled = false)",
+        )
     forbidden = sorted(frozenset(manifest.capabilities) & BUILTIN_ONLY)
     if forbidden and not builtin:
         return (
@@ -304,4 +311,3 @@ def _stricter(a: Tier, b: Tier | None) -> Tier:
     if b is None:
         return a
     return a if TIER_STRICTNESS[a] > TIER_STRICTNESS[b] else b
-

@@ -9,7 +9,7 @@ import math
 import re
 import tomllib
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -26,7 +26,9 @@ PLUGIN_ID_MAX = 64
 _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-def did_you_mean(word: str, candidates: Iterable[str], aliases: dict[str, str] | None = None) -> str:
+def did_you_mean(
+    word: str, candidates: Iterable[str], aliases: dict[str, str] | None = None
+) -> str:
     """A ` (did you mean "x"?)` suffix, or "" when nothing is close.
 
     `aliases` maps names other ecosystems use (``permissions``) to ours (``capabilities``),
@@ -55,7 +57,9 @@ def check_display_string(value: str, *, max_len: int, multiline: bool = False) -
                 "(it can make the text display differently from what it says)"
             )
         if unicodedata.category(ch) in ("Cc", "Cf") and not (multiline and ch in "\n\t"):
-            raise ValueError(f"contains the control character U+{ord(ch):04X} at position {i}; remove it")
+            raise ValueError(
+                f"contains the control character U+{ord(ch):04X} at position {i}; remove it"
+            )
     if not value.strip():
         raise ValueError("is empty; give it some visible text")
     return value
@@ -70,7 +74,9 @@ def check_relative_path(value: str) -> str:
     if value.startswith("/") or re.match(r"^[A-Za-z]:", value):
         raise ValueError(f"{value!r} is absolute; give a path relative to the plugin folder")
     if any(part in ("..", "") for part in value.split("/")) and value != ".":
-        raise ValueError(f"{value!r} leaves or skips a folder level; keep it inside the plugin folder")
+        raise ValueError(
+            f"{value!r} leaves or skips a folder level; keep it inside the plugin folder"
+        )
     return value
 
 
@@ -102,7 +108,9 @@ def _reject_constant(name: str) -> Any:
 def parse_document(data: bytes, fmt: Literal["toml", "json"]) -> dict[str, Any]:
     """Parse a manifest or policy file strictly; raises ValueError with the reason and fix."""
     if len(data) > MAX_MANIFEST_BYTES:
-        raise ValueError(f"is {len(data)} bytes; a manifest may be at most {MAX_MANIFEST_BYTES} bytes")
+        raise ValueError(
+            f"is {len(data)} bytes; a manifest may be at most {MAX_MANIFEST_BYTES} bytes"
+        )
     if data.startswith(b"\xef\xbb\xbf"):
         raise ValueError("starts with a byte-order mark; save the file as UTF-8 without BOM")
     try:
@@ -145,7 +153,10 @@ _PYDANTIC_MESSAGES = {
 
 
 def problems_from_validation(
-    exc: ValidationError, where: str, allowed: dict[str, Iterable[str]], aliases: dict[str, str]
+    exc: ValidationError,
+    where: str,
+    allowed: Mapping[str, Iterable[str]],
+    aliases: dict[str, str],
 ) -> list[Problem]:
     """Translate pydantic errors into `Problem`s; unknown keys get a did-you-mean.
 

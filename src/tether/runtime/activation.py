@@ -27,7 +27,7 @@ def apply_declarations(plugin: Plugin, ctx: Context) -> list[str]:
     for tool in d.tools:
         attempt(
             f"tool {tool.name or tool.fn.__name__}",
-            lambda t=tool: ctx.tools.register(  # type: ignore[misc]
+            lambda t=tool: ctx.tools.register(
                 t.fn,
                 name=t.name,
                 description=t.description,
@@ -36,22 +36,24 @@ def apply_declarations(plugin: Plugin, ctx: Context) -> list[str]:
             ),
         )
     for name, fn in d.hooks:
-        attempt(f"hook {name}", lambda n=name, f=fn: ctx.register_hook(n, f))  # type: ignore[misc]
+        attempt(f"hook {name}", lambda n=name, f=fn: ctx.register_hook(n, f))
     for event, fn in d.events:
-        attempt(f"event {event}", lambda e=event, f=fn: ctx.events.on(e, f))  # type: ignore[misc]
+        attempt(f"event {event}", lambda e=event, f=fn: ctx.events.on(e, f))
     for cmd in d.commands:
         attempt(
             f"command /{cmd.name}",
-            lambda c=cmd: ctx.register_command(c.name, c.fn, c.description),  # type: ignore[misc]
+            lambda c=cmd: ctx.register_command(c.name, c.fn, c.description),
         )
     for prompt in d.prompts:
-        attempt("system prompt", lambda p=prompt: ctx.add_system_prompt(p))  # type: ignore[misc]
+        attempt("system prompt", lambda p=prompt: ctx.add_system_prompt(p))
     for skill in (*ctx.manifest.skills, *d.skills):
-        attempt(f"skill {skill}", lambda s=skill: ctx.add_skill(s))  # type: ignore[misc]
+        attempt(f"skill {skill}", lambda s=skill: ctx.add_skill(s))
     return warnings
 
 
-async def run_lifecycle(plugin: Plugin, name: str, timeout: float, *args: object) -> BaseException | None:
+async def run_lifecycle(
+    plugin: Plugin, name: str, timeout: float, *args: object
+) -> BaseException | None:
     """Run every handler declared for `name` ("load", "unload", ...); first failure wins."""
     for fn in plugin.declared.lifecycle.get(name, ()):
         failure = await call_bounded(fn, *args, timeout=timeout)

@@ -42,7 +42,9 @@ def load_config(path: str | Path | None = None, *, cwd: Path | None = None) -> H
         if not file.is_absolute():
             file = here / file
         if not file.is_file():
-            raise PolicyError([Problem(str(file), "(file)", "does not exist; check the --config path")])
+            raise PolicyError(
+                [Problem(str(file), "(file)", "does not exist; check the --config path")]
+            )
     else:
         file = here / CONFIG_NAME
         if not file.is_file():

@@ -138,7 +138,9 @@ class PluginStorage:
             raise ValueError(f'storage scope must be "plugin" or "user", not {scope!r}')
         if scope == "user":
             if not isinstance(user, str) or not user or "\x00" in user or len(user) > 256:
-                raise ValueError("user-scoped storage needs user=<the user id> (1-256 chars, no NUL)")
+                raise ValueError(
+                    "user-scoped storage needs user=<the user id> (1-256 chars, no NUL)"
+                )
         elif user is not None:
             raise ValueError('user= applies only to scope="user"')
         if not _NAMESPACE.match(namespace):
@@ -152,7 +154,12 @@ class PluginStorage:
         return key
 
     async def get(
-        self, key: str, *, scope: Scope = "plugin", user: str | None = None, namespace: str = "default"
+        self,
+        key: str,
+        *,
+        scope: Scope = "plugin",
+        user: str | None = None,
+        namespace: str = "default",
     ) -> Any | None:
         self._ctx.require("storage.read", "storage.get")
         s, u, ns = self._address(scope, user, namespace)
@@ -172,14 +179,24 @@ class PluginStorage:
         self._ctx._services.storage.set(self._ctx.plugin_id, s, u, ns, self._key(key), value)
 
     async def delete(
-        self, key: str, *, scope: Scope = "plugin", user: str | None = None, namespace: str = "default"
+        self,
+        key: str,
+        *,
+        scope: Scope = "plugin",
+        user: str | None = None,
+        namespace: str = "default",
     ) -> bool:
         self._ctx.require("storage.write", "storage.delete")
         s, u, ns = self._address(scope, user, namespace)
         return self._ctx._services.storage.delete(self._ctx.plugin_id, s, u, ns, self._key(key))
 
     async def list(
-        self, prefix: str = "", *, scope: Scope = "plugin", user: str | None = None, namespace: str = "default"
+        self,
+        prefix: str = "",
+        *,
+        scope: Scope = "plugin",
+        user: str | None = None,
+        namespace: str = "default",
     ) -> list[str]:
         self._ctx.require("storage.read", "storage.list")
         s, u, ns = self._address(scope, user, namespace)
@@ -214,7 +231,9 @@ class PluginEvents:
                     "docs/events.md, or name another plugin's event as '<plugin-id>.<name>'"
                 )
         if not callable(handler):
-            raise RegistrationError(f"plugin {self._ctx.plugin_id!r}: handler for {event!r} is not callable")
+            raise RegistrationError(
+                f"plugin {self._ctx.plugin_id!r}: handler for {event!r} is not callable"
+            )
         return self._ctx._services.events.subscribe(event, self._ctx.plugin_id, handler)
 
     def off(self, subscription: Subscription) -> None:
@@ -225,7 +244,9 @@ class PluginEvents:
         self._ctx.require("events.emit", f"emit {event}")
         if not plugin_may_emit(self._ctx.plugin_id, event):
             raise CapabilityViolationError(
-                self._ctx.plugin_id, "events.emit", f"{event!r} is outside '{self._ctx.plugin_id}.*'"
+                self._ctx.plugin_id,
+                "events.emit",
+                f"{event!r} is outside '{self._ctx.plugin_id}.*'",
             )
         return self._ctx._services.events.emit(event, data, source=self._ctx.plugin_id)
 
@@ -249,9 +270,11 @@ class PluginTools:
         ctx = self._ctx
         ctx.require("tools.register", f"tool {name or getattr(fn, '__name__', '?')}")
         pid = ctx.plugin_id
-        local = name or getattr(fn, "__name__", "")
+        local: str = name or str(getattr(fn, "__name__", ""))
         full = full_tool_name(pid, local)
-        sig = derive_tool_signature(fn, name=local, description=description, injectable=(Context, Caller))
+        sig = derive_tool_signature(
+            fn, name=local, description=description, injectable=(Context, Caller)
+        )
         schema = input_schema if input_schema is not None else sig.input_schema
         validate = compile_validator(schema, where=f"plugin {pid!r} tool {local!r}")
         injected = {p: ctx for p, t in sig.injected.items() if issubclass(t, Context)}
@@ -282,7 +305,9 @@ class PluginTools:
         full = full_tool_name(self._ctx.plugin_id, name)
         return self._ctx._services.registry.remove_tool(full)
 
-    async def execute(self, name: str, arguments: dict[str, Any], *, caller: Caller | None = None) -> ToolResult:
+    async def execute(
+        self, name: str, arguments: dict[str, Any], *, caller: Caller | None = None
+    ) -> ToolResult:
         """Call any visible tool by its full name, with the given caller's rights."""
         self._ctx.require("tools.execute", f"execute {name}")
         who = caller or Caller(f"plugin:{self._ctx.plugin_id}")

@@ -137,7 +137,9 @@ def discover_packages() -> list[Candidate]:
     and is read from the installed files, so nothing is imported to check it.
     """
     found: list[Candidate] = []
-    for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    for ep in sorted(
+        importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name
+    ):
         module = ep.value.split(":", 1)[0].strip()
         where = f"package {ep.dist.name if ep.dist else '?'} (entry point {ep.name!r})"
         cand = Candidate(where=where, source="package", module=module)

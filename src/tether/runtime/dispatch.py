@@ -132,10 +132,10 @@ async def execute(
             how = "keeps running in its thread" if not tool.is_async else "ignored cancellation"
             on_stuck(tool.plugin_id, tool.name, f"timed out after {tool.timeout_s:g}s and {how}")
         return ToolResult.error(f"{tool.name}: timed out after {tool.timeout_s:g}s")
-    exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
-    if exc is not None:
-        on_error(tool.plugin_id, tool.name, exc)
-        original = exc.original if isinstance(exc, PluginCrash) else exc
+    failure = task.exception() if not task.cancelled() else asyncio.CancelledError()
+    if failure is not None:
+        on_error(tool.plugin_id, tool.name, failure)
+        original = failure.original if isinstance(failure, PluginCrash) else failure
         return ToolResult.error(f"{tool.name} failed: {type(original).__name__}: {original}")
     return normalise_result(task.result(), max_result_bytes)
 

@@ -187,7 +187,7 @@ class Host:
             self._fail(
                 rec,
                 RefusalReason.POLICY_VIOLATION,
-                f"tier {res.tier!r} is not available in this build; use tier = \"inprocess\"",
+                f'tier {res.tier!r} is not available in this build; use tier = "inprocess"',
             )
             return
         problem = self._config_problem(cand, entry.config if entry else {})
@@ -208,11 +208,16 @@ class Host:
         cand, res = rec.candidate, rec.resolution
         assert cand.manifest is not None and res is not None
         missing = [
-            d for d in cand.manifest.dependencies
+            d
+            for d in cand.manifest.dependencies
             if d not in self.records or self.records[d].state is not State.ACTIVE
         ]
         if missing:
-            self._fail(rec, RefusalReason.DEPENDENCY_FAILED, f"dependency {', '.join(missing)} is not active")
+            self._fail(
+                rec,
+                RefusalReason.DEPENDENCY_FAILED,
+                f"dependency {', '.join(missing)} is not active",
+            )
             return False
         self._set_state(rec, State.LOADING)
         if rec.plugin is None:
@@ -288,7 +293,9 @@ class Host:
             await self._teardown(rec, "unload")
             self.events.emit("plugin.unloaded", {"plugin": plugin_id})
         elif rec.plugin is not None:
-            await run_lifecycle(rec.plugin, "unload", self.config.policy.host.teardown_timeout_ms / 1000)
+            await run_lifecycle(
+                rec.plugin, "unload", self.config.policy.host.teardown_timeout_ms / 1000
+            )
         self._withdraw(rec)
         inprocess.forget(plugin_id)
         rec.plugin = None
@@ -358,13 +365,19 @@ class Host:
     def _unknown_message(self, name: str) -> str:
         return f"no tool named {name!r}{did_you_mean(name, self.registry.tools)}; `tether tools` lists them"
 
-    async def _execute_for_plugin(self, name: str, arguments: dict[str, Any], caller: Caller) -> ToolResult:
+    async def _execute_for_plugin(
+        self, name: str, arguments: dict[str, Any], caller: Caller
+    ) -> ToolResult:
         return await self.call_tool(name, arguments, caller=caller)
 
     # Queries -------------------------------------------------------------------------
 
     def active_ids(self) -> list[str]:
-        return [r.id for r in sorted(self.records.values(), key=lambda r: r.rank) if r.state is State.ACTIVE]
+        return [
+            r.id
+            for r in sorted(self.records.values(), key=lambda r: r.rank)
+            if r.state is State.ACTIVE
+        ]
 
     def plugins(self) -> list[dict[str, Any]]:
         """Every plugin the host knows, with state, tier, grants, errors and registrations."""
@@ -400,7 +413,9 @@ class Host:
         self._note_error(plugin_id, f"hook {hook} failed: {type(exc).__name__}: {exc}")
 
     def _handler_failed(self, plugin_id: str, event: str, exc: BaseException) -> None:
-        what = "timed out" if isinstance(exc, TimeoutError) else f"failed: {type(exc).__name__}: {exc}"
+        what = (
+            "timed out" if isinstance(exc, TimeoutError) else f"failed: {type(exc).__name__}: {exc}"
+        )
         self._note_error(plugin_id, f"handler for {event} {what}")
 
     def _tool_failed(self, plugin_id: str, tool: str, exc: BaseException) -> None:
@@ -412,10 +427,11 @@ class Host:
     def _loop_blocked(self, report: BlockReport) -> None:
         self._note_error(report.plugin_id, str(report), kind="loop_blocked", seconds=report.seconds)
 
-    def _note_error(self, plugin_id: str, message: str, kind: str = "plugin_error", **detail: Any) -> None:
+    def _note_error(
+        self, plugin_id: str, message: str, kind: str = "plugin_error", **detail: Any
+    ) -> None:
         rec = self.records.get(plugin_id)
         if rec is not None:
             rec.error = message
         log.warning("plugin %s: %s", plugin_id, message)
         self.audit.record(plugin_id, kind, message, **detail)
-

@@ -61,7 +61,9 @@ def import_plugin(cand: Candidate) -> Plugin:
         try:
             module = importlib.import_module(cand.module)
         except BaseException as exc:  # a plugin's SystemExit at import is its failure only
-            raise PluginImportError(f"importing {cand.module!r} failed: {type(exc).__name__}: {exc}") from exc
+            raise PluginImportError(
+                f"importing {cand.module!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
         return _find_plugin(module, cand.module)
     assert cand.folder is not None
     return _import_folder(cand.manifest.id, cand.folder, cand.manifest.entry)

@@ -105,7 +105,10 @@ class Registry:
 
     def _add(self, plugin_id: str, kind: str, value: Any) -> None:
         self._seq += 1
-        self._entries = [*self._entries, Entry(plugin_id, self._rank.get(plugin_id, 1 << 30), self._seq, kind, value)]
+        self._entries = [
+            *self._entries,
+            Entry(plugin_id, self._rank.get(plugin_id, 1 << 30), self._seq, kind, value),
+        ]
 
     # Registration --------------------------------------------------------------------
 
@@ -135,7 +138,9 @@ class Registry:
         self._add(plugin_id, name, fn)
         self._changed()
 
-    def add_command(self, plugin_id: str, name: str, fn: Callable[..., Any], description: str) -> None:
+    def add_command(
+        self, plugin_id: str, name: str, fn: Callable[..., Any], description: str
+    ) -> None:
         if not _COMMAND.match(name):
             raise RegistrationError(
                 f"plugin {plugin_id!r}: command {name!r} must be lowercase letters, digits, _ "
@@ -183,7 +188,9 @@ class Registry:
         return [t.info for t in self.tools.values() if t.visible_to(caller)]
 
     def prompt_sources(self) -> list[tuple[str, str | Callable[..., Any]]]:
-        ordered = sorted((e for e in self._entries if e.kind == "prompt"), key=lambda e: (e.rank, e.seq))
+        ordered = sorted(
+            (e for e in self._entries if e.kind == "prompt"), key=lambda e: (e.rank, e.seq)
+        )
         return [(e.plugin_id, e.value) for e in ordered]
 
     def skills(self) -> list[tuple[str, str]]:

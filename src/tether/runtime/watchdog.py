@@ -35,7 +35,9 @@ class BlockReport:
         )
 
 
-def plugin_of_frame(frame: FrameType | None, resolve: Callable[[str], str | None]) -> tuple[str, str] | None:
+def plugin_of_frame(
+    frame: FrameType | None, resolve: Callable[[str], str | None]
+) -> tuple[str, str] | None:
     """(plugin id, function name) of the innermost plugin frame on a stack, if any."""
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
