@@ -70,6 +70,7 @@ _SECTION = re.compile(
 _ARG_SECTIONS = frozenset({"Args", "Arguments", "Parameters", "Params", "Keyword Args"})
 _ARG_ENTRY = re.compile(r"\*{0,2}([A-Za-z_]\w*)\s*(?:\([^)]*\))?\s*:\s*(.*)")
 _NO_DEFAULT = object()
+_UNRESOLVED = (str, typing.ForwardRef)
 
 
 def _fast_schema(tp: Any) -> dict[str, Any] | None:
@@ -193,7 +194,9 @@ def _refuse_kinds(where: str, posonly: str | None, star: str | None, double: str
 
 def _parameters(fn: Any, where: str) -> list[tuple[str, Any, Any]]:
     """(name, default, raw annotation) per parameter, `_EMPTY` where absent."""
-    if type(fn) is types.FunctionType and not fn.__dict__.keys() & {"__wrapped__", "__signature__"}:
+    if type(fn) is types.FunctionType and not (
+        "__wrapped__" in fn.__dict__ or "__signature__" in fn.__dict__
+    ):
         # Plain functions: read the code object, several times cheaper than inspect.signature.
         code, anns = fn.__code__, fn.__annotations__
         npos, nkw, names = code.co_argcount, code.co_kwonlyargcount, code.co_varnames
@@ -216,7 +219,7 @@ def _parameters(fn: Any, where: str) -> list[tuple[str, Any, Any]]:
         sig = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
         raise SchemaError(f"{where}: cannot read its signature ({exc})") from None
-    first_of = {p.kind: p.name for p in reversed(sig.parameters.values())}
+    first_of = {p.kind: p.name for p in reversed(list(sig.parameters.values()))}
     kind = inspect.Parameter
     _refuse_kinds(
         where,
@@ -234,7 +237,9 @@ def _annotation_code(text: str) -> types.CodeType:
 
 def _is_resolved(tp: Any) -> bool:
     """False if a forward reference (a string) is left anywhere inside `tp`."""
-    if isinstance(tp, str | typing.ForwardRef):
+    if type(tp) is type:
+        return True
+    if isinstance(tp, _UNRESOLVED):
         return False
     origin, args = get_origin(tp), get_args(tp)
     if origin is Literal:
@@ -249,7 +254,7 @@ def _resolve(fn: Any, params: list[tuple[str, Any, Any]], where: str) -> list[An
         return raw
     target = _hints_target(fn)
     globalns = getattr(inspect.unwrap(target), "__globals__", None)
-    if type(globalns) is dict:
+    if isinstance(globalns, dict):
         # What get_type_hints does for a function, minus re-compiling each string every call.
         try:
             quick = [eval(_annotation_code(a), globalns) if isinstance(a, str) else a for a in raw]
