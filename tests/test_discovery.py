@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import write_plugin, write_policy
 from tether import Host, RefusalReason
 from tether.runtime.discovery import (
     discover_folders,
@@ -19,8 +20,6 @@ from tether.runtime.discovery import (
     folder_digest,
     inspect_folder,
 )
-
-from .conftest import write_plugin, write_policy
 
 TOOL_CODE = """
 from tether import Plugin
@@ -91,9 +90,7 @@ async def test_host_activates_folder_plugins_in_sorted_order(
         assert host.active_ids() == ["alpha", "mid", "zeta"]
 
 
-async def test_plugin_json_works_like_plugin_toml(
-    tmp_path: Path, plugin_dir: Path
-) -> None:
+async def test_plugin_json_works_like_plugin_toml(tmp_path: Path, plugin_dir: Path) -> None:
     folder = plugin_dir / "jsonic"
     folder.mkdir()
     (folder / "plugin.json").write_text(
@@ -117,7 +114,9 @@ async def test_plugin_json_works_like_plugin_toml(
     assert cand.manifest.capabilities == ("tools.register",)
     assert cand.digest is not None and cand.digest.startswith("sha256:")
 
-    write_policy(tmp_path, '[host]\nentry_points = false\n[plugins.jsonic]\ngrant = ["tools.register"]\n')
+    write_policy(
+        tmp_path, '[host]\nentry_points = false\n[plugins.jsonic]\ngrant = ["tools.register"]\n'
+    )
     async with Host(tmp_path / "tether.toml") as host:
         info = by_id(host)["jsonic"]
         assert info["state"] == "active"
@@ -140,7 +139,9 @@ async def test_both_manifests_present_is_a_problem(
     assert "both plugin.toml and plugin.json" in cand.problems[0].message
     assert "keep one" in cand.problems[0].message
 
-    write_policy(tmp_path, '[host]\nentry_points = false\n[plugins.twice]\ngrant = ["tools.register"]\n')
+    write_policy(
+        tmp_path, '[host]\nentry_points = false\n[plugins.twice]\ngrant = ["tools.register"]\n'
+    )
     async with Host(tmp_path / "tether.toml") as host:
         (info,) = host.plugins()
         assert info["state"] == "error"
@@ -171,7 +172,9 @@ async def test_missing_entry_file_is_refused_naming_entry(
 ) -> None:
     folder = make_plugin("noentry", extra="")
     manifest = (folder / "plugin.toml").read_text()
-    (folder / "plugin.toml").write_text(manifest.replace('entry = "plugin.py"', 'entry = "main.py"'))
+    (folder / "plugin.toml").write_text(
+        manifest.replace('entry = "plugin.py"', 'entry = "main.py"')
+    )
 
     cand = inspect_folder(folder)
     assert cand.refusal is not None
@@ -182,7 +185,9 @@ async def test_missing_entry_file_is_refused_naming_entry(
     assert "'main.py' does not exist" in problem.message
     assert str(problem) == f"{folder}: entry: {problem.message}"
 
-    write_policy(tmp_path, '[host]\nentry_points = false\n[plugins.noentry]\ngrant = ["tools.register"]\n')
+    write_policy(
+        tmp_path, '[host]\nentry_points = false\n[plugins.noentry]\ngrant = ["tools.register"]\n'
+    )
     async with Host(tmp_path / "tether.toml") as host:
         info = by_id(host)["noentry"]
         assert (info["state"], info["reason"]) == ("error", "invalid_manifest")
@@ -232,22 +237,17 @@ def test_folder_digest_changes_with_content_names_and_new_files(
 
 def test_folder_digest_ignores_pycache(make_plugin: Callable[..., Path]) -> None:
     folder = make_plugin("cached", TOOL_CODE)
-    before = folder_digest(folder)
-    for where in (folder, folder / "sub"):
-        (where / "__pycache__").mkdir(parents=True)
-        (where / "__pycache__" / "plugin.cpython-311.pyc").write_bytes(b"\x00bytecode")
-    # The subfolder itself is new content; compare against a digest taken with it present.
-    (folder / "sub" / "__pycache__" / "plugin.cpython-311.pyc").unlink()
-    (folder / "sub" / "__pycache__").rmdir()
-    (folder / "sub").rmdir()
-    assert folder_digest(folder) == before
-
     (folder / "lib").mkdir()
     (folder / "lib" / "x.py").write_text("X = 1\n")
-    with_lib = folder_digest(folder)
-    (folder / "lib" / "__pycache__").mkdir()
-    (folder / "lib" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"junk")
-    assert folder_digest(folder) == with_lib
+    before = folder_digest(folder)
+    for where in (folder, folder / "lib"):
+        (where / "__pycache__").mkdir()
+        (where / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"\x00bytecode")
+    assert folder_digest(folder) == before
+    # ...while an ordinary folder with the same content is part of the digest.
+    (folder / "cache").mkdir()
+    (folder / "cache" / "m.cpython-311.pyc").write_bytes(b"\x00bytecode")
+    assert folder_digest(folder) != before
 
 
 async def test_digest_unchanged_by_importing_the_plugin(
@@ -255,7 +255,10 @@ async def test_digest_unchanged_by_importing_the_plugin(
 ) -> None:
     folder = make_plugin("compiled", TOOL_CODE)
     (folder / "util.py").write_text("VALUE = 'from util'\n")
-    code = TOOL_CODE + "\nfrom .util import VALUE\n\n\n@plugin.tool\ndef value() -> str:\n    return VALUE\n"
+    code = (
+        TOOL_CODE
+        + "\nfrom .util import VALUE\n\n\n@plugin.tool\ndef value() -> str:\n    return VALUE\n"
+    )
     (folder / "plugin.py").write_text(code)
     digest = folder_digest(folder)
     write_policy(
@@ -300,7 +303,9 @@ async def test_symlink_inside_folder_refuses_the_plugin(
     assert cand.digest is None
     assert [p.field for p in cand.problems] == ["(folder)"]
 
-    write_policy(tmp_path, '[host]\nentry_points = false\n[plugins.linky]\ngrant = ["tools.register"]\n')
+    write_policy(
+        tmp_path, '[host]\nentry_points = false\n[plugins.linky]\ngrant = ["tools.register"]\n'
+    )
     async with Host(tmp_path / "tether.toml") as host:
         info = by_id(host)["linky"]
         assert (info["state"], info["reason"]) == ("error", "symlink")
@@ -411,9 +416,7 @@ capabilities = ["tools.register", "storage.read", "storage.write"]
 """
 
 
-async def test_installed_package_is_discovered_and_activated(
-    tmp_path: Path, site: Path
-) -> None:
+async def test_installed_package_is_discovered_and_activated(tmp_path: Path, site: Path) -> None:
     _install(
         site,
         "tether_pkgdemo",
