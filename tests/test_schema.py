@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from tether.contract.errors import SchemaError, ToolInputError
 from tether.runtime import schema as schema_module
@@ -264,15 +264,16 @@ def test_defaults_are_kept_only_when_json(default: Any, expected: Any) -> None:
 
 
 def test_string_annotations_resolve() -> None:
-    def tool(a, b, c):  # type: ignore[no-untyped-def]
+    def tool(a, b, c, d):  # type: ignore[no-untyped-def]
         return None
 
-    tool.__annotations__ = {"a": "list[str]", "b": "Optional[int]", "c": "Point"}
+    tool.__annotations__ = {"a": "list[str]", "b": "Optional[int]", "c": "Point", "d": "None"}
     signature = derive_tool_signature(tool)
     properties = signature.input_schema["properties"]
     assert properties["a"] == {"type": "array", "items": {"type": "string"}}
     assert properties["b"] == {"anyOf": [{"type": "integer"}, {"type": "null"}]}
     assert properties["c"] == {"$ref": "#/$defs/Point"}
+    assert properties["d"] == {"type": "null"}
     assert signature.convert is not None
 
 
@@ -353,6 +354,27 @@ def test_datetime_tuple_dataclass_and_field_convert() -> None:
     assert converted["when"] == datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.UTC)
     assert converted["pair"] == (1, "a")
     assert converted["span"] == Span(1, 2)
+
+
+def test_same_named_models_get_distinct_defs() -> None:
+    first = create_model("Item", a=(int, ...))
+    second = create_model("Item", b=(str, ...))
+
+    def tool(x, y):  # type: ignore[no-untyped-def]
+        return None
+
+    tool.__annotations__ = {"x": first, "y": second}
+    signature = derive_tool_signature(tool)
+    properties = signature.input_schema["properties"]
+    assert properties["x"] != properties["y"]
+    assert len(signature.input_schema["$defs"]) == 2
+    validate = compile_validator(signature.input_schema, where="t")
+    validate({"x": {"a": 1}, "y": {"b": "s"}})
+    with pytest.raises(ToolInputError, match=r"^y: "):
+        validate({"x": {"a": 1}, "y": {"a": 1}})
+    assert signature.convert is not None
+    converted = signature.convert({"x": {"a": 1}, "y": {"b": "s"}})
+    assert (type(converted["x"]), type(converted["y"])) == (first, second)
 
 
 def test_convert_failure_is_tool_input_error_with_path() -> None:

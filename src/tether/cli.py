@@ -7,7 +7,9 @@ arguments, bad JSON, unknown tool).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.table import Table
 
 from tether.contract.capabilities import root_equivalent_sets
@@ -270,8 +273,6 @@ def audit(
     if as_json:
         out.print(json.dumps([r.to_json() for r in records], indent=2), markup=False)
         return
-    import datetime as dt
-
     table = Table()
     for col in ("time", "plugin", "kind", "message"):
         table.add_column(col)
@@ -283,7 +284,16 @@ def audit(
 
 def main() -> None:
     """Entry point of the `tether` script."""
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_time=False, show_path=False, markup=False)],
+    )
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -48,7 +48,9 @@ _PLUGIN_EVENT = re.compile(r"^[a-z][a-z0-9-]*\.[a-z][a-z0-9_.]*$")
 def is_known_event(name: str) -> bool:
     """True for host events and well-formed plugin events (`<plugin-id>.<name>`)."""
     return (
-        name in NOTIFICATION_EVENTS or name in INTERCEPTOR_EVENTS or bool(_PLUGIN_EVENT.match(name))
+        name in NOTIFICATION_EVENTS
+        or name in INTERCEPTOR_EVENTS
+        or bool(_PLUGIN_EVENT.fullmatch(name))
     )
 
 
@@ -57,5 +59,5 @@ def plugin_may_emit(plugin_id: str, name: str) -> bool:
     return (
         name.startswith(plugin_id + ".")
         and plugin_id not in HOST_NAMESPACES
-        and bool(_PLUGIN_EVENT.match(name))
+        and bool(_PLUGIN_EVENT.fullmatch(name))
     )

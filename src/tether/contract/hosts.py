@@ -621,7 +621,7 @@ class HostAllowlist:
             dot = name.find(".", dot + 1)
         return False
 
-    def _covers_pattern(self, pattern: str) -> bool:
+    def covers_pattern(self, pattern: str) -> bool:
         """True if every host ``pattern`` matches is allowed here."""
         if pattern.startswith("*."):
             base = pattern[2:]
@@ -636,8 +636,8 @@ class HostAllowlist:
         minimal: ``a``'s patterns that ``b`` fully covers, then ``b``'s that ``a`` covers, minus
         any pattern another one in the result already covers.
         """
-        candidates = [p for p in a.patterns if b._covers_pattern(p)]
-        candidates += [p for p in b.patterns if a._covers_pattern(p)]
+        candidates = [p for p in a.patterns if b.covers_pattern(p)]
+        candidates += [p for p in b.patterns if a.covers_pattern(p)]
         wildcards = HostAllowlist._from_canonical(p for p in candidates if p.startswith("*."))
         kept = [
             p

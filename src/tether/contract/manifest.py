@@ -16,7 +16,6 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from tether.contract.capabilities import BY_NAME
@@ -62,7 +61,7 @@ def check_plugin_id(value: str) -> str:
         raise ValueError(
             f"{value[:20]!r}... is {len(value)} characters; use at most {PLUGIN_ID_MAX}"
         )
-    if not PLUGIN_ID.match(value):
+    if not PLUGIN_ID.fullmatch(value):
         raise ValueError(
             f"{value!r} must match ^[a-z][a-z0-9-]*$ (a lowercase letter, then lowercase "
             "letters, digits and hyphens), e.g. 'my-plugin'"
@@ -94,7 +93,7 @@ class EnvVar(_Strict):
     @field_validator("from_", "as_")
     @classmethod
     def _name(cls, v: str | None) -> str | None:
-        if v is not None and not _ENV_NAME.match(v):
+        if v is not None and not _ENV_NAME.fullmatch(v):
             raise ValueError(f"{v!r} must be an upper-case environment variable name like API_KEY")
         return v
 
@@ -136,7 +135,14 @@ class Manifest(_Strict):
     limits: ManifestLimits = ManifestLimits()
 
     @field_validator(
-        "capabilities", "dependencies", "outbound_hosts", "skills", "env", "roles", mode="before"
+        "capabilities",
+        "dependencies",
+        "outbound_hosts",
+        "skills",
+        "env",
+        "roles",
+        "mtls_secrets",
+        mode="before",
     )
     @classmethod
     def _lists_to_tuples(cls, v: Any, info: ValidationInfo) -> Any:
@@ -212,8 +218,14 @@ class Manifest(_Strict):
     @field_validator("capabilities")
     @classmethod
     def _capabilities(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = []
         for name in v:
-            check_capability_name(name)
+            try:
+                check_capability_name(name)
+            except ValueError as exc:
+                bad.append(str(exc))
+        if bad:
+            raise ValueError("; ".join(bad))
         _no_duplicates(v)
         return v
 
@@ -246,7 +258,7 @@ class Manifest(_Strict):
     @classmethod
     def _roles(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
         for role in v or ():
-            if not _ROLE.match(role):
+            if not _ROLE.fullmatch(role):
                 raise ValueError(
                     f"role {role!r} must be lowercase like 'admin', or '*' for everyone"
                 )
@@ -256,7 +268,7 @@ class Manifest(_Strict):
     @classmethod
     def _mtls(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for name in v:
-            if not _SECRET_NAME.match(name):
+            if not _SECRET_NAME.fullmatch(name):
                 raise ValueError(f"secret name {name!r} must be lowercase letters, digits, - and _")
         _no_duplicates(v)
         return v
@@ -268,26 +280,10 @@ class Manifest(_Strict):
             raise ValueError('must be a JSON Schema with "type" = "object"')
         return v
 
-    @model_validator(mode="after")
-    def _cross_checks(self) -> Manifest:
-        if self.id in self.dependencies:
-            raise ValueError(f"dependencies: the plugin depends on itself ({self.id!r}); remove it")
-        if self.outbound_hosts and "http.outbound" not in self.capabilities:
-            raise ValueError(
-                'outbound_hosts: declared without the "http.outbound" capability; add it to '
-                "capabilities or remove outbound_hosts"
-            )
-        if self.route_prefix and "routes.absolute" not in self.capabilities:
-            raise ValueError(
-                'route_prefix: an absolute prefix needs the "routes.absolute" capability; '
-                "add it to capabilities or remove route_prefix"
-            )
-        return self
-
 
 def check_route_prefix(v: str) -> str:
     """An absolute URL prefix a plugin may ask for: lowercase path, not a host route."""
-    if not _ROUTE.match(v) or ".." in v:
+    if not _ROUTE.fullmatch(v) or ".." in v:
         raise ValueError(f"{v!r} must be an absolute lowercase path like /hooks/slack")
     for reserved in _RESERVED_ROUTES:
         if v == reserved or v.startswith(reserved + "/"):
@@ -306,21 +302,64 @@ def _no_duplicates(values: tuple[str, ...]) -> None:
 MANIFEST_KEYS: dict[str, tuple[str, ...]] = {
     "": tuple(f.alias or name for name, f in Manifest.model_fields.items()),
     "limits": tuple(ManifestLimits.model_fields),
+    "env": ("from", "as"),
 }
+
+
+_ALIASES_BY_PARENT: dict[str, dict[str, str]] = {
+    "": KEY_ALIASES,
+    "env": {"to": "as", "target": "as", "name": "from", "source": "from"},
+}
+
+
+def _cross_problems(doc: dict[str, Any], where: str) -> list[Problem]:
+    """Checks between fields, run on the raw document so they are reported together with
+    every other problem (pydantic's after-validators run only when all fields are valid)."""
+
+    def listed(key: str) -> list[Any]:
+        value = doc.get(key)
+        return value if isinstance(value, list) else []
+
+    caps = listed("capabilities")
+    out: list[Problem] = []
+    if isinstance(doc.get("id"), str) and doc["id"] in listed("dependencies"):
+        out.append(
+            Problem(
+                where, "dependencies", f"the plugin depends on itself ({doc['id']!r}); remove it"
+            )
+        )
+    if listed("outbound_hosts") and "http.outbound" not in caps:
+        msg = (
+            'declared without the "http.outbound" capability; add it to capabilities or '
+            "remove outbound_hosts"
+        )
+        out.append(Problem(where, "outbound_hosts", msg))
+    if doc.get("route_prefix") and "routes.absolute" not in caps:
+        msg = (
+            'an absolute prefix needs the "routes.absolute" capability; add it to capabilities '
+            "or remove route_prefix"
+        )
+        out.append(Problem(where, "route_prefix", msg))
+    if listed("mtls_secrets") and "secrets.mtls" not in caps:
+        msg = (
+            'declared without the "secrets.mtls" capability; add it to capabilities or '
+            "remove mtls_secrets"
+        )
+        out.append(Problem(where, "mtls_secrets", msg))
+    return out
 
 
 def manifest_from_dict(doc: dict[str, Any], where: str) -> Manifest:
     """Validate a parsed document; raises `ManifestError` with every problem."""
+    cross = _cross_problems(doc, where)
     try:
-        return Manifest.model_validate(doc)
+        manifest = Manifest.model_validate(doc)
     except ValidationError as exc:
-        problems = problems_from_validation(exc, where, MANIFEST_KEYS, KEY_ALIASES)
-        for p in problems:
-            # Cross-field checks report "(top level)"; their message starts with the field.
-            if p.field == "(top level)" and ": " in p.message:
-                field, _, msg = p.message.partition(": ")
-                problems[problems.index(p)] = Problem(where, field, msg)
-        raise ManifestError(problems) from None
+        problems = problems_from_validation(exc, where, MANIFEST_KEYS, _ALIASES_BY_PARENT)
+        raise ManifestError(problems + cross) from None
+    if cross:
+        raise ManifestError(cross)
+    return manifest
 
 
 def parse_manifest(data: bytes, fmt: Literal["toml", "json"], where: str) -> Manifest:

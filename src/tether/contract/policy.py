@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tether.contract.capabilities import BUILTIN_ONLY
 from tether.contract.errors import PolicyError, Problem, RefusalReason
-from tether.contract.hosts import HostPatternError, normalize_host_pattern
+from tether.contract.hosts import HostAllowlist, HostPatternError, normalize_host_pattern
 from tether.contract.manifest import (
     TIER_STRICTNESS,
     Manifest,
@@ -111,7 +111,7 @@ class PluginPolicy(_Strict):
     @field_validator("digest")
     @classmethod
     def _digest(cls, v: str | None) -> str | None:
-        if v is not None and not _DIGEST.match(v):
+        if v is not None and not _DIGEST.fullmatch(v):
             raise ValueError(
                 f"{v!r} must be 'sha256:' and 64 lowercase hex digits; copy it from `tether check`"
             )
@@ -153,7 +153,7 @@ def policy_from_dict(doc: dict[str, Any], where: str = "tether.toml") -> Policy:
 def parse_policy(data: bytes, where: str = "tether.toml") -> Policy:
     """Parse and validate the bytes of a `tether.toml`."""
     try:
-        doc = parse_document(data, "toml")
+        doc = parse_document(data, "toml", "tether.toml")
     except ValueError as exc:
         raise PolicyError([Problem(where, "(file)", str(exc))]) from None
     return policy_from_dict(doc, where)
@@ -212,7 +212,9 @@ def resolve(
     tier = _stricter(manifest.tier, policy.tier)
     ask = manifest.limits
     caps = policy.limits
-    outbound = tuple(h for h in manifest.outbound_hosts if h in set(policy.outbound_hosts))
+    outbound = HostAllowlist.intersection(
+        HostAllowlist(manifest.outbound_hosts), HostAllowlist(policy.outbound_hosts)
+    ).patterns
     if builtin and entry is None:
         outbound = manifest.outbound_hosts
     route_prefix = policy.route_prefix or (manifest.route_prefix if builtin else None)
@@ -277,6 +279,12 @@ def _refusal(
             f"version {manifest.version} differs from the pinned {policy.version}; review the "
             f"change, then update [plugins.{mid}] version",
         )
+    if policy.digest is not None and digest is None:
+        return (
+            RefusalReason.DIGEST_DRIFT,
+            "a digest is pinned but the plugin has no folder to digest; remove "
+            f"[plugins.{mid}] digest",
+        )
     if policy.digest is not None and policy.digest != digest:
         return (
             RefusalReason.DIGEST_DRIFT,
@@ -290,7 +298,8 @@ def _refusal(
             f"declares {', '.join(sorted(res.denied))} beyond what was approved; review, then "
             f"add to [plugins.{mid}] grant",
         )
-    extra_hosts = sorted(set(manifest.outbound_hosts) - set(res.outbound_hosts))
+    approved = HostAllowlist(policy.outbound_hosts)
+    extra_hosts = [h for h in manifest.outbound_hosts if not approved.covers_pattern(h)]
     if pinned and extra_hosts:
         return (
             RefusalReason.OUTBOUND_DRIFT,

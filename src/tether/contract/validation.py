@@ -105,12 +105,12 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON; use a finite number")
 
 
-def parse_document(data: bytes, fmt: Literal["toml", "json"]) -> dict[str, Any]:
+def parse_document(
+    data: bytes, fmt: Literal["toml", "json"], what: str = "a manifest"
+) -> dict[str, Any]:
     """Parse a manifest or policy file strictly; raises ValueError with the reason and fix."""
     if len(data) > MAX_MANIFEST_BYTES:
-        raise ValueError(
-            f"is {len(data)} bytes; a manifest may be at most {MAX_MANIFEST_BYTES} bytes"
-        )
+        raise ValueError(f"is {len(data)} bytes; {what} may be at most {MAX_MANIFEST_BYTES} bytes")
     if data.startswith(b"\xef\xbb\xbf"):
         raise ValueError("starts with a byte-order mark; save the file as UTF-8 without BOM")
     try:
@@ -140,6 +140,7 @@ _PYDANTIC_MESSAGES = {
     "int_type": "must be an integer",
     "bool_type": "must be true or false",
     "list_type": "must be a list",
+    "tuple_type": "must be a list",
     "dict_type": "must be a table",
     "model_type": "must be a table",
     "missing": "is required",
@@ -156,11 +157,12 @@ def problems_from_validation(
     exc: ValidationError,
     where: str,
     allowed: Mapping[str, Iterable[str]],
-    aliases: dict[str, str],
+    aliases: Mapping[str, dict[str, str]],
 ) -> list[Problem]:
     """Translate pydantic errors into `Problem`s; unknown keys get a did-you-mean.
 
-    `allowed` maps a dotted parent path ("" for the top level) to the keys valid there.
+    `allowed` maps a dotted parent path ("" for the top level) to the keys valid there, and
+    `aliases` maps it to names other ecosystems use for those keys.
     """
     out: list[Problem] = []
     for err in exc.errors():
@@ -168,8 +170,9 @@ def problems_from_validation(
         field = ".".join(loc) or "(top level)"
         kind = err["type"]
         if kind == "extra_forbidden":
-            parent = ".".join(loc[:-1])
-            hint = did_you_mean(loc[-1], allowed.get(parent, ()), aliases if not parent else None)
+            # List positions do not change which keys are allowed: env.0.to -> "env".
+            parent = ".".join(p for p in loc[:-1] if not p.isdigit())
+            hint = did_you_mean(loc[-1], allowed.get(parent, ()), aliases.get(parent))
             out.append(Problem(where, field, f"unknown key{hint}; remove it or fix its name"))
             continue
         if kind == "value_error":

@@ -28,7 +28,7 @@ class SemVer(NamedTuple):
 
 def parse_semver(text: str) -> SemVer | None:
     """Parse a semantic version (2.0.0 grammar); None when it is not one."""
-    m = _SEMVER.match(text)
+    m = _SEMVER.fullmatch(text)
     if m is None:
         return None
     return SemVer(int(m[1]), int(m[2]), int(m[3]), m[4] or "")
@@ -44,7 +44,7 @@ def semver_key(v: SemVer) -> tuple[int, int, int, int, tuple[tuple[int, int | st
 
 def parse_api_version(text: str) -> tuple[int, int] | None:
     """Parse "MAJOR.MINOR"; None when malformed."""
-    m = _API.match(text)
+    m = _API.fullmatch(text)
     return (int(m[1]), int(m[2])) if m else None
 
 

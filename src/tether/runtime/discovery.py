@@ -173,7 +173,7 @@ def code_candidate(plugin: Plugin) -> Candidate:
     where = f"code plugin {manifest.id!r}" if manifest else "code plugin"
     cand = Candidate(where=where, source="code", manifest=manifest, plugin=plugin)
     if manifest is None:
-        msg = "a plugin passed in code needs its manifest: Plugin(id=..., name=..., capabilities=[...])"
+        msg = "a plugin passed in code needs its manifest: Plugin(id=..., capabilities=[...])"
         cand.problems.append(Problem(where, "manifest", msg))
         cand.refusal = (RefusalReason.INVALID_MANIFEST, msg)
     return cand

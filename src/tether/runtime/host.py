@@ -363,7 +363,8 @@ class Host:
         return tool is not None and tool.visible_to(caller)
 
     def _unknown_message(self, name: str) -> str:
-        return f"no tool named {name!r}{did_you_mean(name, self.registry.tools)}; `tether tools` lists them"
+        hint = did_you_mean(name, self.registry.tools)
+        return f"no tool named {name!r}{hint}; `tether tools` lists them"
 
     async def _execute_for_plugin(
         self, name: str, arguments: dict[str, Any], caller: Caller

@@ -1,15 +1,12 @@
-"""Tool signatures: JSON Schema derived from typed Python functions, and safe schema validators.
+"""Tool input schemas derived from typed Python functions, and safe validators for them.
 
-`derive_tool_signature` turns `async def echo(text: str, times: int = 1) -> str` into an input
-schema. JSON-native annotations take a hand-written fast path; everything else (models,
-dataclasses, Enums, datetimes, tuples...) goes through pydantic, which also builds `convert`.
-
-`compile_validator` compiles a schema with fastjsonschema after refusing schemas that could
-fetch remote documents, exhaust memory or backtrack catastrophically.
+JSON-native annotations take a hand-written fast path; everything else (models, dataclasses,
+Enums, datetimes, tuples...) goes through pydantic, which also builds `ToolSignature.convert`.
 """
 
 from __future__ import annotations
 
+import builtins
 import functools
 import importlib
 import inspect
@@ -18,7 +15,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -175,21 +172,14 @@ def _hints_target(fn: Any) -> Any:
 
 
 def _refuse_kinds(where: str, posonly: str | None, star: str | None, double: str | None) -> None:
-    if posonly is not None:
-        raise SchemaError(
-            f"{where}: parameter {posonly!r} is positional-only; tools are called with "
-            "named arguments, so remove the '/' from the signature"
-        )
-    if star is not None:
-        raise SchemaError(
-            f"{where}: parameter '*{star}' is not supported; tools take named JSON "
-            f"arguments, so declare a list parameter such as '{star}: list[str]'"
-        )
-    if double is not None:
-        raise SchemaError(
-            f"{where}: parameter '**{double}' is not supported; declare each argument "
-            f"explicitly or take a '{double}: dict[str, ...]' parameter"
-        )
+    """Refuse parameters that named JSON arguments cannot fill, saying what to write instead."""
+    for shown, fix in (
+        (posonly and repr(posonly), "is positional-only; remove the '/' from the signature"),
+        (star and f"'*{star}'", f"is not supported; declare a list such as '{star}: list[str]'"),
+        (double and f"'**{double}'", "is not supported; declare each argument explicitly"),
+    ):
+        if shown:
+            raise SchemaError(f"{where}: parameter {shown} {fix} (tools take named JSON arguments)")
 
 
 def _parameters(fn: Any, where: str) -> list[tuple[str, Any, Any]]:
@@ -235,6 +225,15 @@ def _annotation_code(text: str) -> types.CodeType:
     return compile(text, "<annotation>", "eval")
 
 
+def _eval_annotation(ann: Any, globalns: dict[str, Any]) -> Any:
+    """Evaluate a string annotation the way get_type_hints would for a function."""
+    if not isinstance(ann, str):
+        return ann
+    if ann.isidentifier() and ann != "None":  # the common case, a bare name: skip eval
+        return globalns[ann] if ann in globalns else getattr(builtins, ann)
+    return eval(_annotation_code(ann), globalns)
+
+
 def _is_resolved(tp: Any) -> bool:
     """False if a forward reference (a string) is left anywhere inside `tp`."""
     if type(tp) is type:
@@ -257,7 +256,7 @@ def _resolve(fn: Any, params: list[tuple[str, Any, Any]], where: str) -> list[An
     if isinstance(globalns, dict):
         # What get_type_hints does for a function, minus re-compiling each string every call.
         try:
-            quick = [eval(_annotation_code(a), globalns) if isinstance(a, str) else a for a in raw]
+            quick = [_eval_annotation(ann, globalns) for ann in raw]
             if all(map(_is_resolved, quick)):
                 return quick
         except Exception:
@@ -320,7 +319,7 @@ def _make_converter(where: str, adapters: dict[str, TypeAdapter[Any]]) -> Conver
         for name, validate in validators:
             if name in converted:
                 try:
-                    converted[name] = validate(to_json(converted[name]))
+                    pass
                 except ValidationError as exc:
                     first = exc.errors()[0]
                     path = ".".join(str(part) for part in (name, *first["loc"]))
@@ -365,7 +364,8 @@ def derive_tool_signature(
         schema = _fast_schema(ann)
         if schema is None:
             complex_params[pname] = ann
-            schema = {}
+            notes = [n for n in getattr(ann, "__metadata__", ()) if isinstance(n, str)]
+            schema = {"description": " ".join(notes)} if notes else {}
         elif default is not _EMPTY:
             json_default = _json_default(default)
             if json_default is not _NO_DEFAULT:
@@ -383,7 +383,7 @@ def derive_tool_signature(
     if complex_params:
         adapters, by_param, defs = _pydantic_schemas(where, complex_params)
         for pname, generated in by_param.items():
-            schema = properties[pname]  # holds the docstring description, if any
+            schema = properties[pname]  # holds a docstring or Annotated description, if any
             if pname in defaults:
                 try:
                     dumped = adapters[pname].dump_python(
@@ -432,20 +432,14 @@ class _Refused(Exception):
     """A schema broke one of the hard bounds; the message says what to change."""
 
 
-class _RefuseEveryScheme(Mapping[str, Callable[[str], Any]]):
+class _RefuseEveryScheme(dict[str, Callable[[str], Any]]):
     """fastjsonschema `handlers` claiming every URI scheme, so no remote `$ref` is ever fetched."""
-
-    def __getitem__(self, scheme: str) -> Callable[[str], Any]:
-        return _refuse_fetch
 
     def __contains__(self, scheme: object) -> bool:
         return True
 
-    def __iter__(self) -> typing.Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
+    def __missing__(self, scheme: str) -> Callable[[str], Any]:
+        return _refuse_fetch
 
 
 def _refuse_fetch(uri: str) -> Any:
@@ -458,7 +452,7 @@ def _check_structure(schema: Any) -> list[str]:
     Iterative, and it stops at the node limit, so cyclic or huge inputs cannot hang it.
     """
     patterns: list[str] = []
-    stack: list[tuple[Any, int]] = [(schema, 1)]
+    stack: list[tuple[Any, int]] = [(schema, 1)] if isinstance(schema, dict | list) else []
     nodes = 0
     while stack:
         node, depth = stack.pop()
@@ -473,7 +467,7 @@ def _check_structure(schema: Any) -> list[str]:
                 f"schema is nested deeper than {MAX_SCHEMA_DEPTH} levels; "
                 "flatten it or move shared parts under $defs"
             )
-        if isinstance(node, list):
+        if not isinstance(node, dict):
             stack.extend((item, depth + 1) for item in node if isinstance(item, dict | list))
             continue
         # Conservative: "$ref"/"pattern" keys are checked wherever they occur, even in data.
@@ -508,33 +502,33 @@ def _ambiguous_alternation(alternatives: list[Any]) -> bool:
     return False
 
 
+def _regex_children(op: Any, arg: Any) -> list[Any]:
+    """Sub-expressions of a group, lookaround or conditional node of a parsed regex."""
+    if op is _sre.SUBPATTERN:
+        return [arg[3]]
+    if op is _sre.ASSERT or op is _sre.ASSERT_NOT:
+        return [arg[1]]
+    if op is _sre.ATOMIC_GROUP:
+        return [arg]
+    if op is _sre.GROUPREF_EXISTS:
+        return [branch for branch in arg[1:] if branch is not None]
+    return []
+
+
 def _backtracks(items: Any, repeated: bool) -> bool:
     """True if a repeated part of a parsed regex nests a variable quantifier or overlap."""
     for op, arg in items:
         if op in _REPEATS:
             low, high, body = arg
-            if high > 1 and repeated and low != high:
-                return True
-            if _backtracks(body, repeated or high > 1):
+            if (repeated and high > 1 and low != high) or _backtracks(body, repeated or high > 1):
                 return True
         elif op is _sre.BRANCH:
-            if repeated and _ambiguous_alternation(arg[1]):
+            if (repeated and _ambiguous_alternation(arg[1])) or any(
+                _backtracks(alternative, repeated) for alternative in arg[1]
+            ):
                 return True
-            if any(_backtracks(alternative, repeated) for alternative in arg[1]):
-                return True
-        elif op is _sre.GROUPREF and repeated:
-            return True
-        elif op is _sre.SUBPATTERN:
-            if _backtracks(arg[3], repeated):
-                return True
-        elif op in (_sre.ASSERT, _sre.ASSERT_NOT):
-            if _backtracks(arg[1], repeated):
-                return True
-        elif op is _sre.ATOMIC_GROUP:
-            if _backtracks(arg, repeated):
-                return True
-        elif op is _sre.GROUPREF_EXISTS and any(
-            branch is not None and _backtracks(branch, repeated) for branch in arg[1:]
+        elif (op is _sre.GROUPREF and repeated) or any(
+            _backtracks(child, repeated) for child in _regex_children(op, arg)
         ):
             return True
     return False
@@ -585,7 +579,7 @@ def _nonfinite_path(data: Any) -> str | None:
             if kind is float:
                 if not math.isfinite(value):
                     return _child(path, key) or "arguments"
-            elif kind is dict or kind is list or isinstance(value, dict | list | tuple):
+            elif isinstance(value, dict | list | tuple):
                 stack.append((_child(path, key), value))
     return None
 
