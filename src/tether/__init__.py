@@ -9,6 +9,7 @@ from tether.contract.capabilities import CATALOGUE, Capability
 from tether.contract.errors import (
     CapabilityViolationError,
     ManifestError,
+    NameClashError,
     OutboundHostViolationError,
     PluginRefusedError,
     PolicyError,
@@ -61,6 +62,7 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "Message",
+    "NameClashError",
     "OutboundHostViolationError",
     "Plugin",
     "PluginRefusedError",

@@ -192,6 +192,8 @@ def list_plugins(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
             out.print(f"{p['id']}: {p['error']}", markup=False)
         for w in p["warnings"]:
             out.print(f"{p['id']}: warning: {w}", markup=False)
+        for r in p["root_equivalent"]:
+            out.print(f"{p['id']}: warning: root-equivalent grant {r}", markup=False)
 
 
 @app.command()

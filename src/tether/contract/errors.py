@@ -126,4 +126,8 @@ class ToolInputError(ToolError):
 
 
 class RegistrationError(TetherError):
-    """A plugin registered something invalid or clashing (tool name, command, hook)."""
+    """A plugin registered something invalid (tool name, command, hook)."""
+
+
+class NameClashError(RegistrationError):
+    """A plugin registered a name another registration already holds; the later one fails."""

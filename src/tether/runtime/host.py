@@ -11,6 +11,7 @@ from typing import Any
 
 from tether.authoring import Plugin
 from tether.contract.errors import (
+    NameClashError,
     RefusalReason,
     SchemaError,
     ToolInputError,
@@ -38,6 +39,7 @@ from tether.runtime.registry import Registry
 from tether.runtime.schema import compile_validator
 from tether.runtime.watchdog import BlockReport, Watchdog
 from tether.services.audit import AuditLog
+from tether.services.calls import call_plugin
 from tether.services.database import Database
 from tether.services.events import EventBus
 from tether.services.storage import SqliteStorage
@@ -251,7 +253,12 @@ class Host:
             failure = exc
         if failure is not None:
             self._withdraw(rec)
-            self._fail(rec, RefusalReason.ACTIVATION_FAILED, f"{type(failure).__name__}: {failure}")
+            reason = (
+                RefusalReason.NAME_CLASH
+                if isinstance(failure, NameClashError)
+                else RefusalReason.ACTIVATION_FAILED
+            )
+            self._fail(rec, reason, f"{type(failure).__name__}: {failure}")
             return False
         self._set_state(rec, State.ACTIVE)
         self.events.emit("plugin.loaded", {"plugin": rec.id})
@@ -370,6 +377,57 @@ class Host:
         self, name: str, arguments: dict[str, Any], caller: Caller
     ) -> ToolResult:
         return await self.call_tool(name, arguments, caller=caller)
+
+    # Prompts, commands, skills ----------------------------------------------------------
+
+    async def system_prompt(self, base: str = "") -> str:
+        """`base` plus every plugin's contribution (in load order), then the
+        transform-system-prompt hooks. A contribution function that fails is skipped."""
+        parts = [base] if base else []
+        for plugin_id, source in self.registry.prompt_sources():
+            if isinstance(source, str):
+                parts.append(source)
+                continue
+            try:
+                text = await call_plugin(source, in_thread=False)
+            except Exception as exc:
+                self._note_error(plugin_id, f"system prompt contribution failed: {exc!r}")
+                continue
+            if isinstance(text, str) and text:
+                parts.append(text)
+        return await self.hooks.transform_system_prompt("\n\n".join(parts))
+
+    async def run_command(self, text: str) -> str | None:
+        """Answer `/name args` with the plugin command of that name, without the model.
+
+        Returns None when `text` is not a registered command; a failing command answers
+        with its error.
+        """
+        if not text.startswith("/"):
+            return None
+        name, _, args = text[1:].partition(" ")
+        command = self.registry.commands.get(name)
+        if command is None:
+            return None
+        timeout = self.config.policy.host.teardown_timeout_ms / 1000
+        try:
+            async with asyncio.timeout(timeout):
+                reply = await call_plugin(command.handler, args.strip())
+        except TimeoutError:
+            return f"/{name} timed out"
+        except Exception as exc:
+            self._note_error(command.plugin_id, f"command /{name} failed: {exc!r}")
+            return f"/{name} failed: {type(exc).__name__}: {exc}"
+        return "" if reply is None else str(reply)
+
+    def skills(self) -> list[tuple[str, Path]]:
+        """(plugin id, skill folder) for every published skill of an active plugin."""
+        out = []
+        for plugin_id, rel in self.registry.skills():
+            folder = self.records[plugin_id].candidate.folder if plugin_id in self.records else None
+            if folder is not None:
+                out.append((plugin_id, folder / rel))
+        return out
 
     # Queries -------------------------------------------------------------------------
 

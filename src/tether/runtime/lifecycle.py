@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from tether.contract.capabilities import root_equivalent_sets
 from tether.contract.errors import RefusalReason
 from tether.contract.policy import Resolution
 from tether.runtime.discovery import Candidate
@@ -69,5 +70,9 @@ class PluginRecord:
             "error": self.error,
             "warnings": list(self.warnings),
             "digest": self.candidate.digest,
+            "root_equivalent": [
+                f"{' + '.join(sorted(combo))}: {why}"
+                for combo, why in (root_equivalent_sets(res.granted) if res else [])
+            ],
             **(registered or {}),
         }

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.authoring import HOOK_NAMES
-from tether.contract.errors import RegistrationError
+from tether.contract.errors import NameClashError, RegistrationError
 from tether.contract.types import Caller, ToolInfo
 from tether.runtime.dispatch import RegisteredTool
 from tether.runtime.hooks import HookPlan, Hooks
@@ -115,7 +115,7 @@ class Registry:
     def add_tool(self, tool: RegisteredTool) -> None:
         existing = self.tools.get(tool.name)
         if existing is not None:
-            raise RegistrationError(
+            raise NameClashError(
                 f"plugin {tool.plugin_id!r}: tool {tool.name!r} is already registered by plugin "
                 f"{existing.plugin_id!r}; rename one of them"
             )
@@ -148,7 +148,7 @@ class Registry:
             )
         existing = self.commands.get(name)
         if existing is not None:
-            raise RegistrationError(
+            raise NameClashError(
                 f"plugin {plugin_id!r}: command /{name} is already registered by plugin "
                 f"{existing.plugin_id!r}"
             )

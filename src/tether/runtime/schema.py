@@ -319,7 +319,7 @@ def _make_converter(where: str, adapters: dict[str, TypeAdapter[Any]]) -> Conver
         for name, validate in validators:
             if name in converted:
                 try:
-                    pass
+                    converted[name] = validate(to_json(converted[name]))
                 except ValidationError as exc:
                     first = exc.errors()[0]
                     path = ".".join(str(part) for part in (name, *first["loc"]))
