@@ -7,6 +7,11 @@ the least interference) is the figure reported. Ratios are taken between minimum
 
 The statement under test is compiled into a loop, as `timeit` does, so the only overhead
 common to every variant is one iteration of `for _ in repeat(None, n)`.
+
+Clock: CPU-bound, single-threaded comparisons (the hook chains) use `time.thread_time`, the
+CPU time of the measuring thread, so time spent descheduled while other processes hold the
+two shared cores is not counted; anything that hands work to another thread or waits on
+I/O (tool dispatch, activation) uses the wall clock, `time.perf_counter`.
 """
 
 from __future__ import annotations
@@ -43,14 +48,18 @@ class Settings:
 
     target_s: float = 0.2
     repeats: int = 7
+    timer: Callable[[], float] = time.perf_counter
 
     @classmethod
     def for_mode(cls, quick: bool) -> Settings:
         return cls(target_s=0.002, repeats=2) if quick else cls()
 
+    def with_timer(self, timer: Callable[[], float]) -> Settings:
+        return Settings(self.target_s, self.repeats, timer)
 
-QUICK = Settings.for_mode(True)
-FULL = Settings.for_mode(False)
+    @property
+    def timer_name(self) -> str:
+        return getattr(self.timer, "__name__", "timer")
 
 
 @dataclass(slots=True)
@@ -87,20 +96,22 @@ class Variant:
         return namespace["_batch"]  # type: ignore[no-any-return]
 
 
-async def _run_batch(batch: Callable[..., Any], is_async: bool, n: int) -> float:
+async def _run_batch(
+    batch: Callable[..., Any], is_async: bool, n: int, timer: Callable[[], float]
+) -> float:
     if is_async:
-        coro: Coroutine[Any, Any, float] = batch(n, time.perf_counter, repeat)
+        coro: Coroutine[Any, Any, float] = batch(n, timer, repeat)
         return await coro
-    return float(batch(n, time.perf_counter, repeat))
+    return float(batch(n, timer, repeat))
 
 
-async def _calibrate(batch: Callable[..., Any], is_async: bool, target_s: float) -> int:
+async def _calibrate(batch: Callable[..., Any], is_async: bool, settings: Settings) -> int:
     """Loops per batch so that one batch takes at least `target_s` (1, 2, 5, 10, ...)."""
     n = 1
     while True:
         for mult in (1, 2, 5):
             loops = n * mult
-            if await _run_batch(batch, is_async, loops) >= target_s:
+            if await _run_batch(batch, is_async, loops, settings.timer) >= settings.target_s:
                 return loops
             await asyncio.sleep(0)
         n *= 10
@@ -115,14 +126,14 @@ async def compare(variants: list[Variant], settings: Settings) -> dict[str, Timi
     batches = [(v, v.compile()) for v in variants]
     timings = {v.label: Timing(v.label) for v in variants}
     for v, batch in batches:
-        timings[v.label].loops = await _calibrate(batch, v.is_async, settings.target_s)
+        timings[v.label].loops = await _calibrate(batch, v.is_async, settings)
     for _ in range(settings.repeats):
         for v, batch in batches:
             t = timings[v.label]
             gc_was_on = gc.isenabled()
             gc.disable()
             try:
-                elapsed = await _run_batch(batch, v.is_async, t.loops)
+                elapsed = await _run_batch(batch, v.is_async, t.loops, settings.timer)
             finally:
                 if gc_was_on:
                     gc.enable()
@@ -150,3 +161,8 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def paired_ratio(a: Timing, b: Timing) -> float:
+    """Median over repeats of a/b, each from the same round of interleaved batches."""
+    return statistics.median(x / y for x, y in zip(a.samples, b.samples, strict=True))

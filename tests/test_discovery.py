@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from conftest import write_plugin, write_policy
 from tether import Host, RefusalReason
 from tether.runtime.discovery import (
+    Candidate,
     discover_folders,
     discover_packages,
     folder_digest,
@@ -325,6 +327,32 @@ def test_symlinked_manifest_is_refused(tmp_path: Path, plugin_dir: Path) -> None
     assert cand.refusal is not None
     assert cand.refusal[0] is RefusalReason.INVALID_MANIFEST
     assert [(p.field, "symlink" in p.message) for p in cand.problems] == [("plugin.toml", True)]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: folder_digest opens every non-symlink entry with open(); a named pipe in a "
+    "plugin folder blocks discovery (host start, `tether check`) forever",
+)
+def test_named_pipe_in_folder_does_not_hang_discovery(make_plugin: Callable[..., Path]) -> None:
+    folder = make_plugin("piped")
+    fifo = folder / "pipe"
+    os.mkfifo(fifo)
+    result: dict[str, object] = {}
+    worker = threading.Thread(
+        target=lambda: result.setdefault("cand", inspect_folder(folder)), daemon=True
+    )
+    worker.start()
+    worker.join(2)
+    hung = worker.is_alive()
+    if hung:  # open the write end once so the blocked open() returns and the thread ends
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(2)
+    assert not hung, "inspect_folder blocked on a named pipe"
+    cand = result["cand"]
+    assert isinstance(cand, Candidate)
+    assert cand.refusal is not None and "pipe" in cand.refusal[1]
 
 
 # --- duplicate ids --------------------------------------------------------------------------

@@ -163,7 +163,7 @@ async def test_per_call_timeout_returns_error_promptly(tmp_path: Path) -> None:
         again = await host.call_tool("plugin_t_slow", {})
     assert result.is_error and "timed out" in result.content and "plugin_t_slow" in result.content
     assert "0.1s" in result.content
-    assert elapsed < 1.0
+    assert elapsed < 2.0
     assert again.is_error and "timed out" in again.content
 
 

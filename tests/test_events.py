@@ -373,7 +373,7 @@ async def test_run_start_prompt_and_env_accumulate_per_plugin() -> None:
     bus, failures = bus_with_sink()
 
     async def a1(event: RunStart) -> RunStartResult:
-        return RunStartResult(system_prompt="A one", env={"A_KEY": "1"})
+        return RunStartResult(system_prompt="A one", env={"A_KEY": "1", "A_KEEP": "k"})
 
     def a2(event: RunStart) -> RunStartResult:
         return RunStartResult(env={"A_OTHER": "2", "A_KEY": "override"})
@@ -395,7 +395,10 @@ async def test_run_start_prompt_and_env_accumulate_per_plugin() -> None:
     out = await bus.run_start(START)
     assert out.blocked_by is None and out.block_reason is None
     assert out.system_prompt == ["A one", "B one"]
-    assert out.env == {"a": {"A_KEY": "override", "A_OTHER": "2"}, "b": {"B_KEY": "3"}}
+    assert out.env == {
+        "a": {"A_KEY": "override", "A_KEEP": "k", "A_OTHER": "2"},
+        "b": {"B_KEY": "3"},
+    }
     assert [(pid, ev) for pid, ev, _ in failures] == [("x", "run.start")]
 
 

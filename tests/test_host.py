@@ -274,6 +274,30 @@ async def test_dependency_on_refused_plugin_fails(
         assert "unapproved" in user["error"]
 
 
+async def test_dependency_whose_activation_fails_fails_its_dependents(
+    tmp_path: Path, make_plugin: Callable[..., Path]
+) -> None:
+    log = tmp_path / "order.log"
+    body = """
+
+    @plugin.on_load
+    def explode(ctx):
+        raise SystemExit(3)
+    """
+    make_plugin("base", logging_code(log, "base", body))
+    make_plugin("app", logging_code(log, "app"), extra='dependencies = ["base"]\n')
+    write_policy(tmp_path, NO_PACKAGES + grants("base", "app"))
+    async with Host(tmp_path / "tether.toml") as host:
+        base = info(host, "base")
+        assert (base["state"], base["reason"]) == ("error", "activation_failed")
+        assert "SystemExit" in base["error"]
+        app = info(host, "app")
+        assert (app["state"], app["reason"]) == ("error", "dependency_failed")
+        assert "base" in app["error"]
+        assert read_log(log) == ["base:load"]  # app's code never ran
+        assert tool_names(host) == set()
+
+
 async def test_dependency_cycle_fails_both_members(
     tmp_path: Path, make_plugin: Callable[..., Path]
 ) -> None:
@@ -661,6 +685,22 @@ async def test_enable_after_unload_reimports_the_code(
         assert (await host.call_tool("plugin_reload_ping", {})).content == "pong v2"
 
 
+async def test_enable_retries_a_plugin_whose_import_failed(
+    tmp_path: Path, make_plugin: Callable[..., Path]
+) -> None:
+    folder = make_plugin("fixme", "raise ImportError('half-written')\n")
+    write_policy(tmp_path, NO_PACKAGES + grants("fixme"))
+    async with Host(tmp_path / "tether.toml") as host:
+        assert info(host, "fixme")["reason"] == "import_failed"
+        assert await host.enable("fixme") is False
+        assert info(host, "fixme")["reason"] == "import_failed"
+        (folder / "plugin.py").write_text(TOOL_CODE)
+        assert await host.enable("fixme") is True
+        p = info(host, "fixme")
+        assert (p["state"], p["reason"], p["error"]) == ("active", None, None)
+        assert (await host.call_tool("plugin_fixme_ping", {})).content == "pong"
+
+
 async def test_disabled_in_policy_is_not_imported(
     tmp_path: Path, make_plugin: Callable[..., Path]
 ) -> None:
@@ -721,6 +761,32 @@ async def test_digest_pin(tmp_path: Path, make_plugin: Callable[..., Path]) -> N
         assert new in p["error"] and digest in p["error"]
         assert "tether check" in p["error"]
     assert not marker.exists()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: Host.enable() re-imports a pinned plugin's files without re-checking the "
+    "digest (host.py enable/_activate use the digest computed at start)",
+)
+async def test_digest_pin_holds_when_an_unloaded_plugin_is_enabled_again(
+    tmp_path: Path, make_plugin: Callable[..., Path]
+) -> None:
+    folder = make_plugin("sealed", TOOL_CODE)
+    digest = folder_digest(folder)
+    write_policy(
+        tmp_path,
+        NO_PACKAGES + f'[plugins.sealed]\ngrant = ["tools.register"]\nversion = "1.0.0"\n'
+        f'digest = "{digest}"\n',
+    )
+    async with Host(tmp_path / "tether.toml") as host:
+        assert (await host.call_tool("plugin_sealed_ping", {})).content == "pong"
+        await host.unload("sealed")
+        (folder / "plugin.py").write_text(TOOL_CODE.replace('"pong"', '"tampered"'))
+        enabled = await host.enable("sealed")
+        p = info(host, "sealed")
+        # What runs must be what was approved: the edited folder is refused like at start.
+        assert (enabled, p["state"], p["reason"]) == (False, "error", "digest_drift")
+        assert "plugin_sealed_ping" not in tool_names(host)
 
 
 async def test_pinned_plugin_declaring_more_is_capability_drift(
