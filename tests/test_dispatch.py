@@ -456,9 +456,9 @@ async def test_same_plugin_registering_a_tool_twice_fails_activation(tmp_path: P
     other.tool(name="fine")(lambda: "ok")
     async with host_with(tmp_path, a, other) as host:
         rec = info(host, "a")
-        assert (rec["state"], rec["reason"]) == ("error", "activation_failed")
-        assert "RegistrationError" in rec["error"] and "plugin_a_dup" in rec["error"]
-        assert "already registered" in rec["error"]
+        assert (rec["state"], rec["reason"]) == ("error", "name_clash")
+        assert "NameClashError" in rec["error"] and "'plugin_a_dup'" in rec["error"]
+        assert "already registered by plugin 'a'" in rec["error"]
         assert [t.name for t in host.tools()] == ["plugin_other_fine"]  # nothing of a left
         assert info(host, "other")["state"] == "active"
 

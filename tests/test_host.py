@@ -3,6 +3,7 @@ persistence, the audit trail and embedding."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -763,11 +764,6 @@ async def test_digest_pin(tmp_path: Path, make_plugin: Callable[..., Path]) -> N
     assert not marker.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Host.enable() re-imports a pinned plugin's files without re-checking the "
-    "digest (host.py enable/_activate use the digest computed at start)",
-)
 async def test_digest_pin_holds_when_an_unloaded_plugin_is_enabled_again(
     tmp_path: Path, make_plugin: Callable[..., Path]
 ) -> None:
@@ -913,8 +909,6 @@ def test_embedding_with_async_with_from_asyncio_run(
 
 
 def test_embedding_in_process_start_stop(tmp_path: Path) -> None:
-    import asyncio
-
     write_plugin(tmp_path / "plugins", "folder", TOOL_CODE)
     write_policy(tmp_path, NO_PACKAGES + grants("folder"))
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tether import Caller, RegistrationError
+from tether import Caller, NameClashError, RegistrationError
 from tether.authoring import HOOK_NAMES
 from tether.runtime.dispatch import RegisteredTool
 from tether.runtime.hooks import Hooks
@@ -82,11 +82,12 @@ def test_full_tool_name_length_limit_is_64() -> None:
 def test_same_tool_twice_is_refused_naming_both() -> None:
     reg = make_registry()
     reg.add_tool(make_tool("a", "run"))
-    with pytest.raises(RegistrationError) as err:
+    with pytest.raises(NameClashError) as err:
         reg.add_tool(make_tool("a", "run"))
     msg = str(err.value)
     assert "'plugin_a_run'" in msg and "already registered by plugin 'a'" in msg
     assert list(reg.tools) == ["plugin_a_run"]
+    assert issubclass(NameClashError, RegistrationError)
 
 
 def test_remove_tool() -> None:
@@ -148,7 +149,7 @@ def test_invalid_command_names(name: str) -> None:
 def test_command_clash_names_the_owner() -> None:
     reg = make_registry()
     reg.add_command("first", "deploy", lambda text: "1", "")
-    with pytest.raises(RegistrationError) as err:
+    with pytest.raises(NameClashError) as err:
         reg.add_command("second", "deploy", lambda text: "2", "")
     msg = str(err.value)
     assert "plugin 'second'" in msg and "/deploy" in msg

@@ -61,7 +61,7 @@ def blocker(make_plugin: Callable[..., Path]) -> Path:
     return make_plugin("blocker", PLUGIN_CODE, capabilities=["tools.register", "hooks.model"])
 
 
-async def wait_for_reports(reports: list[BlockReport], timeout: float = 1.5) -> None:
+async def wait_for_reports(reports: list[BlockReport], timeout: float = 1.0) -> None:
     deadline = time.monotonic() + timeout
     while not reports and time.monotonic() < deadline:
         await asyncio.sleep(0.05)

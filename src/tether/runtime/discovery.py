@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -45,7 +46,7 @@ class Candidate:
 
 
 class SymlinkError(Exception):
-    """A plugin folder contains a symlink, which would let its digest lie."""
+    """A plugin folder holds a symlink or a special file, which would let its digest lie."""
 
 
 def folder_digest(folder: Path) -> str:
@@ -63,6 +64,12 @@ def folder_digest(folder: Path) -> str:
                 raise SymlinkError(f"{rel} is a symlink; replace it with the real file")
         for name in files:
             path = os.path.join(root, name)
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                # A pipe or device would block or lie; only regular files can be approved.
+                rel = os.path.relpath(path, folder)
+                raise SymlinkError(
+                    f"{rel} is not a regular file (pipe, socket or device); remove it"
+                )
             with open(path, "rb") as fh:
                 data = fh.read()
             rel = Path(os.path.relpath(path, folder)).as_posix()
@@ -112,6 +119,15 @@ def inspect_folder(folder: Path, *, where: str | None = None) -> Candidate:
         cand.problems.append(Problem(label, "entry", msg))
         cand.refusal = (RefusalReason.INVALID_MANIFEST, f"entry: {msg}")
     return cand
+
+
+def rescan(cand: Candidate) -> Candidate:
+    """Inspect a folder or package candidate's files again (before re-importing its code)."""
+    if cand.folder is None:
+        return cand
+    fresh = inspect_folder(cand.folder, where=cand.where)
+    fresh.source, fresh.module = cand.source, cand.module
+    return fresh
 
 
 def is_plugin_folder(path: Path) -> bool:

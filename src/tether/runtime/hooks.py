@@ -21,7 +21,7 @@ precomputed `(fn, is_async)` pairs. A kind with no hooks costs one dict lookup.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,8 +41,22 @@ from tether.services.calls import is_async_callable
 # cancellation still propagates.
 _PLUGIN_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
 
+# `same` in the loops below is the current value once it is known to be of the right type
+# (else this sentinel, which no hook can return): a hook handing it back unchanged is
+# skipped without an `isinstance` call, exactly as if it had been checked and assigned.
+_UNSET: Any = object()
+
 HookErrorSink = Callable[[str, str, BaseException], None]
 """Called with (plugin id, hook name, exception) when a hook raises or returns garbage."""
+
+
+@dataclass(frozen=True, slots=True)
+class _StrictPairs:
+    fns: tuple[Callable[..., Any], ...]
+    flags: tuple[bool, ...]
+
+    def __iter__(self) -> Iterator[tuple[Callable[..., Any], bool]]:
+        return iter(zip(self.fns, self.flags, strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,15 +68,22 @@ class HookPlan:
     is_async: tuple[bool, ...]
     owners: dict[Callable[..., Any], str]
     any_async: bool
-    steps: tuple[tuple[Callable[..., Any], bool], ...] = field(
-        init=False, repr=False, compare=False
-    )
-    """`(fn, is_async)` pairs, so the mixed loop does not zip per call."""
+    # Derived once here, so that running a chain does no per-call setup.
+    steps: Iterable[tuple[Callable[..., Any], bool]] = field(init=False, repr=False, compare=False)
+    """`(fn, is_async)` pairs for the loop that awaits (no `zip` per call)."""
+    all_sync: bool = field(init=False, repr=False, compare=False)
+    """No hook is async: the chain can call each one inline, with no `await` in the loop."""
 
     def __post_init__(self) -> None:
-        if len(self.fns) != len(self.is_async):
-            raise ValueError("HookPlan: fns and is_async differ in length")
-        object.__setattr__(self, "steps", tuple(zip(self.fns, self.is_async, strict=True)))
+        if len(self.fns) == len(self.is_async):
+            steps: Iterable[tuple[Callable[..., Any], bool]] = tuple(
+                zip(self.fns, self.is_async, strict=True)
+            )
+            all_sync = not any(self.is_async)
+        else:  # a malformed plan built by hand fails when it runs, as zip(strict=True) does
+            steps, all_sync = _StrictPairs(self.fns, self.is_async), False
+        object.__setattr__(self, "steps", steps)
+        object.__setattr__(self, "all_sync", all_sync)
 
     @classmethod
     def build(cls, name: str, entries: list[tuple[str, Callable[..., Any]]]) -> HookPlan:
@@ -97,18 +118,20 @@ class Hooks:
         if plan is None:
             return messages
         value = messages
-        if not plan.any_async:
+        same = value if isinstance(value, list) else _UNSET
+        if plan.all_sync:
             for fn in plan.fns:
                 try:
                     r = fn(value, config)
                 except _PLUGIN_ERRORS as exc:
                     self._fail(plan, fn, exc)
                     continue
-                if r is not None:
-                    if isinstance(r, list):
-                        value = r
-                    else:
-                        self._garbage(plan, fn, r, "list")
+                if r is same or r is None:
+                    continue
+                if isinstance(r, list):
+                    same = value = r
+                else:
+                    self._garbage(plan, fn, r, "list")
             return value
         for fn, is_async in plan.steps:
             try:
@@ -116,11 +139,12 @@ class Hooks:
             except _PLUGIN_ERRORS as exc:
                 self._fail(plan, fn, exc)
                 continue
-            if r is not None:
-                if isinstance(r, list):
-                    value = r
-                else:
-                    self._garbage(plan, fn, r, "list")
+            if r is same or r is None:
+                continue
+            if isinstance(r, list):
+                same = value = r
+            else:
+                self._garbage(plan, fn, r, "list")
         return value
 
     async def after_model_call(self, turn: TurnResult) -> TurnResult:
@@ -128,6 +152,7 @@ class Hooks:
         if plan is None:
             return turn
         value = turn
+        same = value if isinstance(value, TurnResult) else _UNSET
         if not plan.any_async:
             for fn in plan.fns:
                 try:
@@ -135,11 +160,12 @@ class Hooks:
                 except _PLUGIN_ERRORS as exc:
                     self._fail(plan, fn, exc)
                     continue
-                if r is not None:
-                    if isinstance(r, TurnResult):
-                        value = r
-                    else:
-                        self._garbage(plan, fn, r, "TurnResult")
+                if r is same or r is None:
+                    continue
+                if isinstance(r, TurnResult):
+                    same = value = r
+                else:
+                    self._garbage(plan, fn, r, "TurnResult")
             return value
         for fn, is_async in plan.steps:
             try:
@@ -147,11 +173,12 @@ class Hooks:
             except _PLUGIN_ERRORS as exc:
                 self._fail(plan, fn, exc)
                 continue
-            if r is not None:
-                if isinstance(r, TurnResult):
-                    value = r
-                else:
-                    self._garbage(plan, fn, r, "TurnResult")
+            if r is same or r is None:
+                continue
+            if isinstance(r, TurnResult):
+                same = value = r
+            else:
+                self._garbage(plan, fn, r, "TurnResult")
         return value
 
     async def transform_system_prompt(self, prompt: str) -> str:
@@ -159,6 +186,7 @@ class Hooks:
         if plan is None:
             return prompt
         value = prompt
+        same = value if isinstance(value, str) else _UNSET
         if not plan.any_async:
             for fn in plan.fns:
                 try:
@@ -166,11 +194,12 @@ class Hooks:
                 except _PLUGIN_ERRORS as exc:
                     self._fail(plan, fn, exc)
                     continue
-                if r is not None:
-                    if isinstance(r, str):
-                        value = r
-                    else:
-                        self._garbage(plan, fn, r, "str")
+                if r is same or r is None:
+                    continue
+                if isinstance(r, str):
+                    same = value = r
+                else:
+                    self._garbage(plan, fn, r, "str")
             return value
         for fn, is_async in plan.steps:
             try:
@@ -178,11 +207,12 @@ class Hooks:
             except _PLUGIN_ERRORS as exc:
                 self._fail(plan, fn, exc)
                 continue
-            if r is not None:
-                if isinstance(r, str):
-                    value = r
-                else:
-                    self._garbage(plan, fn, r, "str")
+            if r is same or r is None:
+                continue
+            if isinstance(r, str):
+                same = value = r
+            else:
+                self._garbage(plan, fn, r, "str")
         return value
 
     async def after_tool_call(self, call: ToolCall, result: ToolResult) -> ToolResult:
@@ -190,6 +220,7 @@ class Hooks:
         if plan is None:
             return result
         value = result
+        same = value if isinstance(value, ToolResult) else _UNSET
         if not plan.any_async:
             for fn in plan.fns:
                 try:
@@ -197,11 +228,12 @@ class Hooks:
                 except _PLUGIN_ERRORS as exc:
                     self._fail(plan, fn, exc)
                     continue
-                if r is not None:
-                    if isinstance(r, ToolResult):
-                        value = r
-                    else:
-                        self._garbage(plan, fn, r, "ToolResult")
+                if r is same or r is None:
+                    continue
+                if isinstance(r, ToolResult):
+                    same = value = r
+                else:
+                    self._garbage(plan, fn, r, "ToolResult")
             return value
         for fn, is_async in plan.steps:
             try:
@@ -209,11 +241,12 @@ class Hooks:
             except _PLUGIN_ERRORS as exc:
                 self._fail(plan, fn, exc)
                 continue
-            if r is not None:
-                if isinstance(r, ToolResult):
-                    value = r
-                else:
-                    self._garbage(plan, fn, r, "ToolResult")
+            if r is same or r is None:
+                continue
+            if isinstance(r, ToolResult):
+                same = value = r
+            else:
+                self._garbage(plan, fn, r, "ToolResult")
         return value
 
     # Short-circuiting chains ----------------------------------------------------------------
@@ -223,19 +256,20 @@ class Hooks:
         if plan is None:
             return call
         value: ToolCall | Block = call
-        if not plan.any_async:
+        same: object = value if isinstance(value, ToolCall) else _UNSET
+        if plan.all_sync:
             for fn in plan.fns:
                 try:
                     r = fn(value)
                 except _PLUGIN_ERRORS as exc:
                     self._fail(plan, fn, exc)
                     continue
-                if r is None:
+                if r is same or r is None:
                     continue
                 if isinstance(r, Block):
                     return r
                 if isinstance(r, ToolCall):
-                    value = r
+                    same = value = r
                 else:
                     self._garbage(plan, fn, r, "ToolCall or Block")
             return value
@@ -245,12 +279,12 @@ class Hooks:
             except _PLUGIN_ERRORS as exc:
                 self._fail(plan, fn, exc)
                 continue
-            if r is None:
+            if r is same or r is None:
                 continue
             if isinstance(r, Block):
                 return r
             if isinstance(r, ToolCall):
-                value = r
+                same = value = r
             else:
                 self._garbage(plan, fn, r, "ToolCall or Block")
         return value
@@ -260,19 +294,20 @@ class Hooks:
         if plan is None:
             return text
         value = text
-        if not plan.any_async:
+        same: object = value if isinstance(value, str) else _UNSET
+        if plan.all_sync:
             for fn in plan.fns:
                 try:
                     r = fn(value)
                 except _PLUGIN_ERRORS as exc:
                     self._fail(plan, fn, exc)
                     continue
-                if r is None:
+                if r is same or r is None:
                     continue
                 if isinstance(r, Intercept):
                     return r
                 if isinstance(r, str):
-                    value = r
+                    same = value = r
                 else:
                     self._garbage(plan, fn, r, "str or Intercept")
             return value
@@ -282,12 +317,12 @@ class Hooks:
             except _PLUGIN_ERRORS as exc:
                 self._fail(plan, fn, exc)
                 continue
-            if r is None:
+            if r is same or r is None:
                 continue
             if isinstance(r, Intercept):
                 return r
             if isinstance(r, str):
-                value = r
+                same = value = r
             else:
                 self._garbage(plan, fn, r, "str or Intercept")
         return value

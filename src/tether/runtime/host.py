@@ -30,6 +30,7 @@ from tether.runtime.discovery import (
     discover_folders,
     discover_packages,
     mark_duplicates,
+    rescan,
 )
 from tether.runtime.dispatch import execute
 from tether.runtime.hooks import Hooks
@@ -153,8 +154,7 @@ class Host:
                 self.refused.append(rec)
                 continue
             self.records[cand.id] = rec
-            self._resolve(rec)
-            if rec.state is State.ERROR or rec.state is State.DISABLED:
+            if not self._resolve(rec):
                 continue
             assert cand.manifest is not None
             deps[cand.id] = cand.manifest.dependencies
@@ -168,12 +168,13 @@ class Host:
             self.registry.set_rank(pid, rank)
             await self._activate(rec)
 
-    def _resolve(self, rec: PluginRecord) -> None:
-        """Policy checks that run before any plugin code is imported."""
+    def _resolve(self, rec: PluginRecord) -> bool:
+        """Policy checks that run before any plugin code is imported; True when it may load
+        (a plugin disabled by policy returns False but may still be enabled at run time)."""
         cand = rec.candidate
         if cand.refusal is not None:
             self._fail(rec, *cand.refusal)
-            return
+            return False
         assert cand.manifest is not None
         entry = self.config.policy.plugins.get(cand.manifest.id)
         res = resolve(cand.manifest, entry, builtin=cand.source == "code", digest=cand.digest)
@@ -184,17 +185,19 @@ class Host:
                 self._set_state(rec, State.DISABLED, msg)
             else:
                 self._fail(rec, reason, msg)
-            return
+            return False
         if res.tier != "inprocess":
             self._fail(
                 rec,
                 RefusalReason.POLICY_VIOLATION,
                 f'tier {res.tier!r} is not available in this build; use tier = "inprocess"',
             )
-            return
+            return False
         problem = self._config_problem(cand, entry.config if entry else {})
         if problem:
             self._fail(rec, RefusalReason.POLICY_VIOLATION, problem)
+            return False
+        return True
 
     def _config_problem(self, cand: Candidate, config: dict[str, Any]) -> str | None:
         schema = cand.manifest.config_schema if cand.manifest else None
@@ -287,9 +290,20 @@ class Host:
         rec = self._record(plugin_id)
         if rec.state is State.ACTIVE:
             return True
+        if rec.plugin is None:
+            # Its code will be imported again: check the files on disk now, so pins hold
+            # against what will actually run, not against what was there at start.
+            fresh = rescan(rec.candidate)
+            if fresh.id != rec.id:
+                self._fail(
+                    rec,
+                    RefusalReason.INVALID_MANIFEST,
+                    f"the manifest's id changed to {fresh.id!r}; restart the host to load it",
+                )
+                return False
+            rec.candidate, rec.resolution = fresh, None
         if rec.resolution is None or rec.resolution.refusal is not None:
-            self._resolve(rec)
-            if rec.state is State.ERROR:
+            if not self._resolve(rec) and rec.state is State.ERROR:
                 return False
         return await self._activate(rec, reenable=rec.plugin is not None)
 
@@ -304,7 +318,7 @@ class Host:
                 rec.plugin, "unload", self.config.policy.host.teardown_timeout_ms / 1000
             )
         self._withdraw(rec)
-        inprocess.forget(plugin_id)
+        inprocess.forget(plugin_id, rec.candidate.module)
         rec.plugin = None
         self._set_state(rec, State.UNLOADED)
 

@@ -44,11 +44,16 @@ def _ensure_root() -> None:
         sys.modules[_ROOT] = root
 
 
-def forget(plugin_id: str) -> None:
-    """Drop a plugin's modules so the next import reads its files again (reload)."""
-    name = package_name(plugin_id)
-    for mod in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
-        del sys.modules[mod]
+def forget(plugin_id: str, package: str | None = None) -> None:
+    """Drop a plugin's modules so the next import reads its files again (reload).
+
+    `package` is the top-level module of an installed-package plugin.
+    """
+    for name in (package_name(plugin_id), package):
+        if name is None:
+            continue
+        for mod in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+            del sys.modules[mod]
 
 
 def import_plugin(cand: Candidate) -> Plugin:
