@@ -29,7 +29,8 @@ def write_plugin(
         manifest = (
             f'id = "{plugin_id}"\nname = "{plugin_id.title()}"\nversion = "{version}"\n'
             f'api_version = "1.0"\nentry = "plugin.py"\n'
-            f"capabilities = {caps!r}\n".replace("'", '"') + textwrap.dedent(extra)
+            f"capabilities = {caps!r}\n".replace("'", '"')
+            + textwrap.dedent(extra)
         )
     (folder / "plugin.toml").write_text(manifest)
     body = code or "from tether import Plugin\n\nplugin = Plugin()\n"

@@ -302,9 +302,9 @@ class Host:
                 )
                 return False
             rec.candidate, rec.resolution = fresh, None
-        if rec.resolution is None or rec.resolution.refusal is not None:
-            if not self._resolve(rec) and rec.state is State.ERROR:
-                return False
+        needs_check = rec.resolution is None or rec.resolution.refusal is not None
+        if needs_check and not self._resolve(rec) and rec.state is State.ERROR:
+            return False
         return await self._activate(rec, reenable=rec.plugin is not None)
 
     async def unload(self, plugin_id: str) -> None:
