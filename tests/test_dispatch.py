@@ -224,12 +224,6 @@ async def test_sync_handler_past_timeout_returns_error_promptly(tmp_path: Path) 
             release.set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: dispatch.execute cancels the asyncio wrapper of a sync handler, which always "
-    "finishes at once, so a worker thread that outlives its timeout is never reported "
-    "('keeps running in its thread' is unreachable)",
-)
 @pytest.mark.timeout(15)
 async def test_sync_handler_still_running_after_timeout_is_reported(tmp_path: Path) -> None:
     t = mk("t")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tether import Host, Policy
+from tether import Host, Plugin, Policy
 from tether.contract.policy import HostSettings, PluginPolicy
 from tether.runtime.watchdog import BlockReport, Watchdog, plugin_of_frame
 
@@ -77,14 +77,7 @@ async def run_ticker(stop: asyncio.Event) -> int:
 
 # --- through a host --------------------------------------------------------------------
 
-HOST_RESOLVE_BUG = (
-    "BUG: Host passes self._module_ids.get as the watchdog's resolver, but _module_ids is "
-    "keyed by the short package name ('blocker') while frames carry the full module name "
-    "('tether_plugins.blocker.plugin'), so no block is ever attributed to a plugin"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=HOST_RESOLVE_BUG)
 @pytest.mark.timeout(20)
 async def test_async_tool_that_blocks_the_loop_is_reported(tmp_path: Path, blocker: Path) -> None:
     async with Host(policy(), base_dir=tmp_path) as host:
@@ -101,7 +94,6 @@ async def test_async_tool_that_blocks_the_loop_is_reported(tmp_path: Path, block
         assert "blocked the event loop" in (host.plugins()[0]["error"] or "")
 
 
-@pytest.mark.xfail(strict=True, reason=HOST_RESOLVE_BUG)
 @pytest.mark.timeout(20)
 async def test_sync_hook_that_blocks_the_loop_is_reported(tmp_path: Path, blocker: Path) -> None:
     async with Host(policy(), base_dir=tmp_path) as host:
@@ -223,3 +215,22 @@ def test_plugin_of_frame_walks_outward_to_the_first_plugin_frame() -> None:
     assert plugin_of_frame(None, lambda m: "p") is None
     assert inner() == ("p", "inner")
     assert plugin_of_frame(sys._getframe(), lambda m: None) is None
+
+
+async def test_block_in_a_plugin_passed_in_code_is_named(tmp_path: Path) -> None:
+    # Code plugins live in the embedding program's modules; the watchdog finds them by the
+    # code objects of their declared functions.
+    coded = Plugin(id="coded", name="Coded", capabilities=["hooks.model"])
+
+    @coded.transform_system_prompt
+    def stall(prompt: str) -> str:
+        time.sleep(0.6)
+        return prompt
+
+    policy = Policy(host=HostSettings(watchdog_ms=100))
+    async with Host(policy, base_dir=tmp_path, plugins=[coded], discover=False) as host:
+        await host.hooks.transform_system_prompt("x")
+        await asyncio.sleep(0.3)
+        reports = list(host.watchdog.reports)
+    assert [(r.plugin_id, r.function) for r in reports] == [("coded", "stall")]
+    assert reports[0].seconds >= 0.5

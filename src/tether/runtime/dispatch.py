@@ -12,6 +12,7 @@ import functools
 import json
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,7 +120,9 @@ async def execute(
     if tool.caller_param is not None:
         kwargs[tool.caller_param] = caller
     fn = functools.partial(tool.handler, **kwargs)
-    task = asyncio.get_running_loop().create_task(_run(fn, tool.is_async))
+    if not tool.is_async:
+        return await _execute_sync(tool, fn, max_result_bytes, on_error, on_stuck)
+    task = asyncio.get_running_loop().create_task(_run(fn))
     try:
         finished = await wait_task(task, tool.timeout_s)
     except asyncio.CancelledError:
@@ -129,24 +132,80 @@ async def execute(
         task.cancel()
         if not await wait_task(task, CANCEL_GRACE_S):
             task.add_done_callback(_consume)
-            how = "keeps running in its thread" if not tool.is_async else "ignored cancellation"
-            on_stuck(tool.plugin_id, tool.name, f"timed out after {tool.timeout_s:g}s and {how}")
+            on_stuck(
+                tool.plugin_id,
+                tool.name,
+                f"timed out after {tool.timeout_s:g}s and ignored cancellation",
+            )
         return ToolResult.error(f"{tool.name}: timed out after {tool.timeout_s:g}s")
     failure = task.exception() if not task.cancelled() else asyncio.CancelledError()
+    return _outcome(tool, failure, task, max_result_bytes, on_error)
+
+
+async def _execute_sync(
+    tool: RegisteredTool,
+    fn: Callable[[], Any],
+    max_result_bytes: int,
+    on_error: Callable[[str, str, BaseException], None],
+    on_stuck: StuckSink,
+) -> ToolResult:
+    """A sync handler runs in a worker thread; a thread cannot be cancelled, so one that
+    outlives its timeout is reported as still running."""
+    work = _executor().submit(_call_sync, fn)
+    future = asyncio.wrap_future(work)
+    try:
+        finished = await wait_task(future, tool.timeout_s)
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    if not finished:
+        future.cancel()
+        if not work.done():
+            on_stuck(
+                tool.plugin_id,
+                tool.name,
+                f"timed out after {tool.timeout_s:g}s and keeps running in its thread",
+            )
+        return ToolResult.error(f"{tool.name}: timed out after {tool.timeout_s:g}s")
+    return _outcome(tool, future.exception(), future, max_result_bytes, on_error)
+
+
+def _outcome(
+    tool: RegisteredTool,
+    failure: BaseException | None,
+    done: asyncio.Future[Any],
+    max_result_bytes: int,
+    on_error: Callable[[str, str, BaseException], None],
+) -> ToolResult:
     if failure is not None:
         on_error(tool.plugin_id, tool.name, failure)
         original = failure.original if isinstance(failure, PluginCrash) else failure
         return ToolResult.error(f"{tool.name} failed: {type(original).__name__}: {original}")
-    return normalise_result(task.result(), max_result_bytes)
+    return normalise_result(done.result(), max_result_bytes)
 
 
-async def _run(fn: Callable[[], Any], is_async: bool) -> Any:
+async def _run(fn: Callable[[], Any]) -> Any:
     try:
-        return await fn() if is_async else await asyncio.to_thread(fn)
+        return await fn()
     except (asyncio.CancelledError, Exception):
         raise
     except BaseException as exc:  # SystemExit, KeyboardInterrupt: the plugin's, not ours
         raise PluginCrash(exc) from None
+
+
+def _call_sync(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except Exception:
+        raise
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt: the plugin's, not ours
+        raise PluginCrash(exc) from None
+
+
+@functools.cache
+def _executor() -> ThreadPoolExecutor:
+    # Sync tools get their own pool, so stuck ones cannot starve asyncio's default executor.
+    return ThreadPoolExecutor(max_workers=32, thread_name_prefix="tether-tool")
 
 
 def _consume(task: asyncio.Task[Any]) -> None:

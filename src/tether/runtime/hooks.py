@@ -41,9 +41,10 @@ from tether.services.calls import is_async_callable
 # cancellation still propagates.
 _PLUGIN_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
 
-# `same` in the loops below is the current value once it is known to be of the right type
-# (else this sentinel, which no hook can return): a hook handing it back unchanged is
-# skipped without an `isinstance` call, exactly as if it had been checked and assigned.
+# In the loops below, `same` is the last value that passed the type check (this sentinel,
+# which no hook can return, until one has): a hook handing that value back unchanged is
+# skipped without another `isinstance` call, with the same outcome as the check and
+# assignment it skips.
 _UNSET: Any = object()
 
 HookErrorSink = Callable[[str, str, BaseException], None]
@@ -118,7 +119,7 @@ class Hooks:
         if plan is None:
             return messages
         value = messages
-        same = value if isinstance(value, list) else _UNSET
+        same = _UNSET
         if plan.all_sync:
             for fn in plan.fns:
                 try:
@@ -152,7 +153,7 @@ class Hooks:
         if plan is None:
             return turn
         value = turn
-        same = value if isinstance(value, TurnResult) else _UNSET
+        same = _UNSET
         if not plan.any_async:
             for fn in plan.fns:
                 try:
@@ -186,7 +187,7 @@ class Hooks:
         if plan is None:
             return prompt
         value = prompt
-        same = value if isinstance(value, str) else _UNSET
+        same = _UNSET
         if not plan.any_async:
             for fn in plan.fns:
                 try:
@@ -220,7 +221,7 @@ class Hooks:
         if plan is None:
             return result
         value = result
-        same = value if isinstance(value, ToolResult) else _UNSET
+        same = _UNSET
         if not plan.any_async:
             for fn in plan.fns:
                 try:
@@ -256,7 +257,7 @@ class Hooks:
         if plan is None:
             return call
         value: ToolCall | Block = call
-        same: object = value if isinstance(value, ToolCall) else _UNSET
+        same = _UNSET
         if plan.all_sync:
             for fn in plan.fns:
                 try:
@@ -294,7 +295,7 @@ class Hooks:
         if plan is None:
             return text
         value = text
-        same: object = value if isinstance(value, str) else _UNSET
+        same = _UNSET
         if plan.all_sync:
             for fn in plan.fns:
                 try:

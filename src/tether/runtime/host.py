@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 from tether.authoring import Plugin
@@ -74,7 +75,8 @@ class Host:
         self._discover = discover
         self.records: dict[str, PluginRecord] = {}
         self.refused: list[PluginRecord] = []  # candidates without a usable id
-        self._module_ids: dict[str, str] = {}
+        self._module_ids: dict[str, str] = {}  # top-level module name -> plugin id
+        self._code_owners: dict[CodeType, str] = {}  # registered functions -> plugin id
         self._started = False
         self.db: Database | None = None
 
@@ -99,7 +101,10 @@ class Host:
             execute_tool=self._execute_for_plugin,
         )
         self.watchdog = Watchdog(
-            settings.watchdog_ms / 1000, self._loop_blocked, self._module_ids.get
+            settings.watchdog_ms / 1000,
+            self._loop_blocked,
+            self._plugin_of_module,
+            self._code_owners.get,
         )
         self.watchdog.start(asyncio.get_running_loop())
         self._started = True
@@ -231,9 +236,10 @@ class Host:
             except inprocess.PluginImportError as exc:
                 self._fail(rec, RefusalReason.IMPORT_FAILED, str(exc))
                 return False
-            self._module_ids[inprocess.package_name(rec.id)[len("tether_plugins.") :]] = rec.id
+            self._module_ids[inprocess.package_name(rec.id)] = rec.id
             if cand.module:
                 self._module_ids[cand.module.split(".", 1)[0]] = rec.id
+            self._code_owners.update(dict.fromkeys(_declared_code(rec.plugin), rec.id))
         plugin = rec.plugin
         entry = self.config.policy.plugins.get(rec.id)
         ctx = Context(
@@ -461,6 +467,13 @@ class Host:
         out += [rec.to_json() for rec in self.refused]
         return out
 
+    def _plugin_of_module(self, module: str) -> str | None:
+        """The plugin a module belongs to, for the watchdog (called from its thread)."""
+        if module.startswith(inprocess.PLUGIN_MODULE_PREFIX):
+            parts = module.split(".", 2)
+            return self._module_ids.get(".".join(parts[:2]))
+        return self._module_ids.get(module.split(".", 1)[0])
+
     def _record(self, plugin_id: str) -> PluginRecord:
         rec = self.records.get(plugin_id)
         if rec is None:
@@ -508,3 +521,13 @@ class Host:
             rec.error = message
         log.warning("plugin %s: %s", plugin_id, message)
         self.audit.record(plugin_id, kind, message, **detail)
+
+
+def _declared_code(plugin: Plugin) -> list[CodeType]:
+    """Code objects of everything a plugin declared, so the watchdog can name them."""
+    d = plugin.declared
+    fns: list[Any] = [t.fn for t in d.tools]
+    fns += [fn for _, fn in d.hooks] + [fn for _, fn in d.events]
+    fns += [c.fn for c in d.commands] + [p for p in d.prompts if callable(p)]
+    fns += [fn for handlers in d.lifecycle.values() for fn in handlers]
+    return [code for fn in fns if isinstance(code := getattr(fn, "__code__", None), CodeType)]

@@ -19,6 +19,8 @@ from tether.authoring import Plugin
 from tether.runtime.discovery import Candidate
 from tether.runtime.watchdog import PLUGIN_MODULE_PREFIX
 
+__all__ = ["PLUGIN_MODULE_PREFIX", "PluginImportError", "forget", "import_plugin", "package_name"]
+
 _ROOT = PLUGIN_MODULE_PREFIX.rstrip(".")
 
 
@@ -28,13 +30,6 @@ class PluginImportError(Exception):
 
 def package_name(plugin_id: str) -> str:
     return PLUGIN_MODULE_PREFIX + plugin_id.replace("-", "_")
-
-
-def module_owner(module: str) -> str | None:
-    """The plugin id (with `_` for `-`) a module belongs to, for watchdog reports."""
-    if not module.startswith(PLUGIN_MODULE_PREFIX):
-        return None
-    return module[len(PLUGIN_MODULE_PREFIX) :].split(".", 1)[0]
 
 
 def _ensure_root() -> None:

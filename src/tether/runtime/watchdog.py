@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
+from types import CodeType, FrameType
 
 log = logging.getLogger("tether.watchdog")
 
@@ -35,16 +35,27 @@ class BlockReport:
         )
 
 
+CodeOwner = Callable[[CodeType], str | None]
+
+
 def plugin_of_frame(
-    frame: FrameType | None, resolve: Callable[[str], str | None]
+    frame: FrameType | None,
+    resolve: Callable[[str], str | None],
+    resolve_code: CodeOwner | None = None,
 ) -> tuple[str, str] | None:
-    """(plugin id, function name) of the innermost plugin frame on a stack, if any."""
+    """(plugin id, function name) of the innermost plugin frame on a stack, if any.
+
+    A frame belongs to a plugin when its module does (folder and package plugins) or when
+    its code object is one of a plugin's registered functions (plugins passed in code live
+    in the embedding program's modules).
+    """
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
-        if isinstance(module, str):
-            pid = resolve(module)
-            if pid is not None:
-                return pid, frame.f_code.co_name
+        pid = resolve(module) if isinstance(module, str) else None
+        if pid is None and resolve_code is not None:
+            pid = resolve_code(frame.f_code)
+        if pid is not None:
+            return pid, frame.f_code.co_name
         frame = frame.f_back
     return None
 
@@ -57,11 +68,13 @@ class Watchdog:
         threshold_s: float,
         on_report: Callable[[BlockReport], None],
         resolve_module: Callable[[str], str | None],
+        resolve_code: CodeOwner | None = None,
     ) -> None:
         self.threshold_s = threshold_s
         self.reports: list[BlockReport] = []
         self._on_report = on_report
         self._resolve = resolve_module
+        self._resolve_code = resolve_code
         self._beat = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,14 +109,14 @@ class Watchdog:
             if late < self.threshold_s:
                 continue
             frame = sys._current_frames().get(self._loop_thread_id)
-            culprit = plugin_of_frame(frame, self._resolve)
+            culprit = plugin_of_frame(frame, self._resolve, self._resolve_code)
             del frame
             started = self._beat
             # Wait for the loop to come back, then report the whole duration once.
             while not self._stop.wait(poll) and self._beat == started:
                 if culprit is None:
                     frame = sys._current_frames().get(self._loop_thread_id)
-                    culprit = plugin_of_frame(frame, self._resolve)
+                    culprit = plugin_of_frame(frame, self._resolve, self._resolve_code)
                     del frame
             if culprit is None:
                 continue
