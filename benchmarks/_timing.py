@@ -106,14 +106,18 @@ async def _run_batch(
 
 
 async def _calibrate(batch: Callable[..., Any], is_async: bool, settings: Settings) -> int:
-    """Loops per batch so that one batch takes at least `target_s` (1, 2, 5, 10, ...)."""
+    """Loops per batch so that one batch takes about `target_s`.
+
+    Grows the loop count tenfold until a batch takes a tenth of the target, then scales
+    it, so a batch never runs much longer than the target (a batch that never yields
+    blocks the event loop, and a long one would trip the host's watchdog).
+    """
     n = 1
     while True:
-        for mult in (1, 2, 5):
-            loops = n * mult
-            if await _run_batch(batch, is_async, loops, settings.timer) >= settings.target_s:
-                return loops
-            await asyncio.sleep(0)
+        elapsed = await _run_batch(batch, is_async, n, settings.timer)
+        await asyncio.sleep(0)
+        if elapsed >= settings.target_s / 10:
+            return max(1, round(n * settings.target_s / elapsed))
         n *= 10
 
 

@@ -353,7 +353,7 @@ def render(report: HooksReport, settings: Settings) -> str:
         [
             "## Hook chains",
             f"Per-call minimum over {settings.repeats} interleaved repeats "
-            f"(each batch ≥ {settings.target_s:g} s of `{settings.timer_name}`). Tether and "
+            f"(each batch about {settings.target_s:g} s of `{settings.timer_name}`). Tether and "
             "the plain loop are awaited coroutines; pluggy is a synchronous call. "
             "`a / b` columns are ratios of the minimums.",
             "### transform_system_prompt, sync hooks",
