@@ -17,6 +17,7 @@ I/O (tool dispatch, activation) uses the wall clock, `time.perf_counter`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import statistics
 import time
@@ -49,13 +50,15 @@ class Settings:
     target_s: float = 0.2
     repeats: int = 7
     timer: Callable[[], float] = time.perf_counter
+    quick: bool = False
+    """A smoke run: figures are meaningless and targets are not judged."""
 
     @classmethod
     def for_mode(cls, quick: bool) -> Settings:
-        return cls(target_s=0.002, repeats=2) if quick else cls()
+        return cls(target_s=0.002, repeats=2, quick=True) if quick else cls()
 
     def with_timer(self, timer: Callable[[], float]) -> Settings:
-        return Settings(self.target_s, self.repeats, timer)
+        return dataclasses.replace(self, timer=timer)
 
     @property
     def timer_name(self) -> str:

@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,7 @@ plugin = Plugin()
 
 
 @plugin.tool
-async def echo_{i}(text: str, times: int = 1) -> str:
+async def echo_{i}(text: str, times: int = {default}) -> str:
     """Repeat the text."""
     return " ".join([text] * times)
 
@@ -69,11 +68,12 @@ def house_style(prompt: str) -> str:
 '''
 
 
-def write_plugins(base: Path, tag: str, n: int) -> Path:
+def write_plugins(base: Path, tag: str, n: int, *, same_schema: bool = False) -> Path:
     """`base/plugins/<id>/...` for n plugins and `base/tether.toml` approving them all.
 
-    Each tool has its own name (`echo_<i>`), so each plugin's tool is its own registration;
-    the schemas are identical, as they would be for many small plugins."""
+    Each tool has its own name and, unless `same_schema`, its own input schema (the
+    default of `times` differs), as separate plugins' tools would: identical schemas share
+    one compiled validator, which would hide the cost of compiling them."""
     plugins = base / "plugins"
     plugins.mkdir(parents=True)
     policy = ['[host]\nplugin_dirs = ["plugins"]\ndata_dir = ".tether"\nentry_points = false\n']
@@ -82,7 +82,8 @@ def write_plugins(base: Path, tag: str, n: int) -> Path:
         folder = plugins / pid
         folder.mkdir()
         (folder / "plugin.toml").write_text(PLUGIN_TOML.format(pid=pid, i=i))
-        (folder / "plugin.py").write_text(PLUGIN_PY.format(i=i))
+        default = 1 if same_schema else i + 1
+        (folder / "plugin.py").write_text(PLUGIN_PY.format(i=i, default=default))
         policy.append(f'[plugins.{pid}]\ngrant = ["tools.register", "hooks.model"]\n')
     config = base / "tether.toml"
     config.write_text("\n".join(policy))
@@ -166,24 +167,24 @@ def child_host(config: str, breakdown: bool) -> dict[str, Any]:
         t1 = time.perf_counter()
         await host.start()
         t2 = time.perf_counter()
+        out: dict[str, Any] = {}
+        if phases is not None:  # what start() did, before stop() adds to the totals
+            out["phases"], out["calls"] = dict(phases.totals), dict(phases.calls)
         states = [p["state"] for p in host.plugins()]
         t3 = time.perf_counter()
         await host.stop()
         t4 = time.perf_counter()
-        return {
-            "construct": t1 - t0,
-            "start": t2 - t1,
-            "total": t2 - t0,
-            "stop": t4 - t3,
-            "active": states.count("active"),
-            "plugins": len(states),
-        }
+        out.update(
+            construct=t1 - t0,
+            start=t2 - t1,
+            total=t2 - t0,
+            stop=t4 - t3,
+            active=states.count("active"),
+            plugins=len(states),
+        )
+        return out
 
-    out = asyncio.run(go())
-    if phases is not None:
-        out["phases"] = phases.totals
-        out["calls"] = phases.calls
-    return out
+    return asyncio.run(go())
 
 
 def child_import(plugins_dir: str) -> dict[str, Any]:
@@ -253,6 +254,7 @@ class ActivationReport:
     host_warm: list[dict[str, Any]] = field(default_factory=list)
     import_cold: list[float] = field(default_factory=list)
     import_warm: list[float] = field(default_factory=list)
+    host_same_schema: list[dict[str, Any]] = field(default_factory=list)
     breakdowns: list[dict[str, Any]] = field(default_factory=list)
     markdown: str = ""
 
@@ -269,10 +271,13 @@ def measure(n: int, repeats: int) -> ActivationReport:
             write_plugins(import_dir, f"i{r}", n)
             report.import_cold.append(_spawn("import", str(import_dir / "plugins"))["import"])
             report.import_warm.append(_spawn("import", str(import_dir / "plugins"))["import"])
+            same_dir = Path(tmp) / f"same{r}"
+            config = write_plugins(same_dir, f"s{r}", n, same_schema=True)
+            report.host_same_schema.append(_spawn("host", str(config)))
             bd_dir = Path(tmp) / f"breakdown{r}"
             config = write_plugins(bd_dir, f"b{r}", n)
             report.breakdowns.append(_spawn("host", str(config), "--breakdown"))
-    for run in report.host_cold + report.host_warm + report.breakdowns:
+    for run in report.host_cold + report.host_warm + report.host_same_schema + report.breakdowns:
         if run["active"] != n or run["plugins"] != n:
             raise RuntimeError(f"expected {n} active plugins, got {run}")
     report.markdown = render(report)
@@ -313,7 +318,9 @@ def _breakdown_table(run: dict[str, Any]) -> str:
     for key in top:
         emit(key, 1)
     setup = start - sum(phases[k] for k in top)
-    rows.append(["  └ database, services, watchdog, startup event", _s(setup), "", f"{setup / start:.0%}"])
+    rows.append(
+        ["  └ database, services, watchdog, startup event", _s(setup), "", f"{setup / start:.0%}"]
+    )
     return table(["phase", "time", "calls", "of start()"], rows)
 
 
@@ -346,6 +353,13 @@ def render(report: ActivationReport) -> str:
                     _s(statistics.median(warm)),
                     _s(best_warm / n),
                     ratio(best_warm, iw),
+                ],
+                [
+                    "`Host(path)` + `start()`, cold, every tool with the same schema",
+                    _s(same := min(r["total"] for r in report.host_same_schema)),
+                    _s(statistics.median(r["total"] for r in report.host_same_schema)),
+                    _s(same / n),
+                    ratio(same, ic),
                 ],
                 [
                     "importlib alone, cold",
