@@ -108,7 +108,9 @@ class Host:
         )
         self.watchdog.start(asyncio.get_running_loop())
         self._started = True
-        await self._load_all(self._candidates())
+        # One hook-plan rebuild and one audit transaction for the whole start-up.
+        with self.registry.batch(), self.audit.buffered():
+            await self._load_all(self._candidates())
         self.events.emit("system.startup", {"plugins": self.active_ids()})
 
     async def stop(self) -> None:
@@ -116,9 +118,10 @@ class Host:
         if not self._started:
             return
         self.events.emit("system.shutdown", {})
-        for rec in sorted(self.records.values(), key=lambda r: -r.rank):
-            if rec.state in (State.ACTIVE, State.DISABLED):
-                await self.unload(rec.id)
+        with self.registry.batch(), self.audit.buffered():
+            for rec in sorted(self.records.values(), key=lambda r: -r.rank):
+                if rec.state in (State.ACTIVE, State.DISABLED):
+                    await self.unload(rec.id)
         await self.events.drain(timeout=self.config.policy.host.teardown_timeout_ms / 1000)
         self.events.cancel_pending()
         self.watchdog.stop()

@@ -45,7 +45,7 @@ def forget(plugin_id: str, package: str | None = None) -> None:
     `package` is the top-level module of an installed-package plugin.
     """
     for name in (package_name(plugin_id), package):
-        if name is None:
+        if name is None or name not in sys.modules:
             continue
         for mod in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
             del sys.modules[mod]

@@ -164,8 +164,10 @@ class Registry:
         """Remove everything `plugin_id` registered; cannot fail."""
         self.tools = {n: t for n, t in self.tools.items() if t.plugin_id != plugin_id}
         self.commands = {n: c for n, c in self.commands.items() if c.plugin_id != plugin_id}
-        self._entries = [e for e in self._entries if e.plugin_id != plugin_id]
-        self.rebuild()
+        kept = [e for e in self._entries if e.plugin_id != plugin_id]
+        if len(kept) != len(self._entries):
+            self._entries = kept
+            self._changed()
 
     # Queries -------------------------------------------------------------------------
 

@@ -230,6 +230,50 @@ def _compiled(canonical: str) -> Callable[[Any], None]:
     return validate
 
 
+# Keywords that never affect validation (`default` included: compiled with use_default=False).
+_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment", "deprecated"})
+# Keywords whose value is a schema, a list of schemas, or a map of names to schemas.
+_ONE_SCHEMA = frozenset(
+    {
+        "additionalProperties",
+        "items",
+        "additionalItems",
+        "contains",
+        "not",
+        "propertyNames",
+        "if",
+        "then",
+        "else",
+        "unevaluatedItems",
+        "unevaluatedProperties",
+    }
+)
+_SCHEMA_LIST = frozenset({"allOf", "anyOf", "oneOf", "prefixItems", "items"})
+_SCHEMA_MAP = frozenset(
+    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+)
+
+
+def _without_annotations(node: Any) -> Any:
+    """A copy of a schema without annotation keywords, recursing only into positions that
+    hold schemas (so an `enum` value or a property named "title" is kept as it is)."""
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _ANNOTATIONS:
+            continue
+        if key in _SCHEMA_MAP and isinstance(value, dict):
+            out[key] = {name: _without_annotations(sub) for name, sub in value.items()}
+        elif key in _SCHEMA_LIST and isinstance(value, list):
+            out[key] = [_without_annotations(sub) for sub in value]
+        elif key in _ONE_SCHEMA:
+            out[key] = _without_annotations(value)
+        else:
+            out[key] = value
+    return out
+
+
 def compile_validator(schema: dict[str, Any], *, where: str) -> Callable[[Any], None]:
     """Compile `schema` into a function that raises ToolInputError for invalid input.
 
@@ -252,6 +296,7 @@ def compile_validator(schema: dict[str, Any], *, where: str) -> Callable[[Any], 
             problem = _pattern_problem(pattern)
             if problem is not None:
                 raise _Refused(problem)
-        return _compiled(canonical)
+        # Schemas that differ only in annotations validate alike; compile them once.
+        return _compiled(json.dumps(_without_annotations(schema), sort_keys=True))
     except _Refused as exc:
         raise SchemaError(f"{where}: {exc}") from None

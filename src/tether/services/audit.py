@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,21 +44,42 @@ class AuditRecord:
         }
 
 
+_INSERT = "INSERT INTO audit (ts, plugin, kind, message, detail) VALUES (?, ?, ?, ?, ?)"
+
+
 class AuditLog:
     """Append-only records. `kind` is e.g. `capability_violation`, `refused`, `state`."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._buffer: list[tuple[float, str, str, str, str]] | None = None
         with db.lock:
             db.conn.executescript(_SCHEMA)
 
     def record(self, plugin: str, kind: str, message: str, **detail: Any) -> None:
-        payload = json.dumps(detail, default=str, sort_keys=True)
+        row = (time.time(), plugin, kind, message, json.dumps(detail, default=str, sort_keys=True))
         with self._db.lock:
-            self._db.conn.execute(
-                "INSERT INTO audit (ts, plugin, kind, message, detail) VALUES (?, ?, ?, ?, ?)",
-                (time.time(), plugin, kind, message, payload),
-            )
+            if self._buffer is not None:
+                self._buffer.append(row)
+                return
+            self._db.conn.execute(_INSERT, row)
+
+    @contextmanager
+    def buffered(self) -> Iterator[None]:
+        """Collect records and write them in one transaction at the end (host start-up,
+        where one transaction per record would cost a commit each)."""
+        with self._db.lock:
+            self._buffer = []
+        try:
+            yield
+        finally:
+            with self._db.lock:
+                rows, self._buffer = self._buffer, None
+                if rows:
+                    # The connection autocommits, so make the batch one transaction by hand.
+                    self._db.conn.execute("BEGIN")
+                    self._db.conn.executemany(_INSERT, rows)
+                    self._db.conn.execute("COMMIT")
 
     def read(
         self, *, plugin: str | None = None, kind: str | None = None, limit: int = 100
