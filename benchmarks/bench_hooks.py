@@ -10,7 +10,7 @@ the same body), so the only difference is the machinery around them:
 - pluggy: a `PluginManager` with N registered plugin objects, measured as a synchronous
   `pm.hook.transform(prompt=p)`. pluggy collects results instead of threading a value, so
   it does slightly less work. Two registrations are shown: plugin objects whose hookimpl
-  method calls the function (as briefed; one extra Python frame per hook), and the
+  method calls the function (the issue's baseline; one extra Python frame per hook), and the
   function itself registered as the hookimpl (no extra frame: the stricter baseline).
 
 The hook body: `return prompt if "x" in prompt else prompt` (a substring test and a
@@ -370,7 +370,7 @@ def _verdicts(report: HooksReport, judge: bool) -> list[str]:
         if r.size != 10:
             continue
         for key, name in (
-            ("pluggy", "pluggy (method), the briefed baseline"),
+            ("pluggy", "pluggy (method), the issue's baseline"),
             ("pluggy_fn", "pluggy (fn), the stricter one"),
         ):
             x = r.us(key) / r.us("tether")
