@@ -7,6 +7,9 @@ rest of the plugin. Anything else that fails makes the activation fail.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from tether.authoring import Plugin
 from tether.contract.errors import CapabilityViolationError
 from tether.runtime.context import Context
@@ -15,39 +18,35 @@ from tether.services.calls import call_bounded
 
 def apply_declarations(plugin: Plugin, ctx: Context) -> list[str]:
     """Register everything `plugin` declared with decorators; returns the warnings."""
-    warnings: list[str] = []
     d = plugin.declared
-
-    def attempt(what: str, action: object) -> None:
+    steps: list[tuple[str, Callable[[], object]]] = []
+    for t in d.tools:
+        register = functools.partial(
+            ctx.tools.register,
+            t.fn,
+            name=t.name,
+            description=t.description,
+            input_schema=t.input_schema,
+            timeout_ms=t.timeout_ms,
+        )
+        steps.append((f"tool {t.name or getattr(t.fn, '__name__', '?')}", register))
+    steps += [(f"hook {n}", functools.partial(ctx.register_hook, n, f)) for n, f in d.hooks]
+    steps += [(f"event {e}", functools.partial(ctx.events.on, e, f)) for e, f in d.events]
+    steps += [
+        (f"command /{c.name}", functools.partial(ctx.register_command, c.name, c.fn, c.description))
+        for c in d.commands
+    ]
+    steps += [("system prompt", functools.partial(ctx.add_system_prompt, p)) for p in d.prompts]
+    steps += [
+        (f"skill {s}", functools.partial(ctx.add_skill, s))
+        for s in (*ctx.manifest.skills, *d.skills)
+    ]
+    warnings: list[str] = []
+    for label, step in steps:
         try:
-            action() if callable(action) else None
+            step()
         except CapabilityViolationError as exc:
-            warnings.append(f"{what} skipped: {exc.capability} is not granted")
-
-    for tool in d.tools:
-        attempt(
-            f"tool {tool.name or tool.fn.__name__}",
-            lambda t=tool: ctx.tools.register(
-                t.fn,
-                name=t.name,
-                description=t.description,
-                input_schema=t.input_schema,
-                timeout_ms=t.timeout_ms,
-            ),
-        )
-    for name, fn in d.hooks:
-        attempt(f"hook {name}", lambda n=name, f=fn: ctx.register_hook(n, f))
-    for event, fn in d.events:
-        attempt(f"event {event}", lambda e=event, f=fn: ctx.events.on(e, f))
-    for cmd in d.commands:
-        attempt(
-            f"command /{cmd.name}",
-            lambda c=cmd: ctx.register_command(c.name, c.fn, c.description),
-        )
-    for prompt in d.prompts:
-        attempt("system prompt", lambda p=prompt: ctx.add_system_prompt(p))
-    for skill in (*ctx.manifest.skills, *d.skills):
-        attempt(f"skill {skill}", lambda s=skill: ctx.add_skill(s))
+            warnings.append(f"{label} skipped: {exc.capability} is not granted")
     return warnings
 
 
