@@ -7,9 +7,10 @@ policy entry gets nothing: it is not imported, and the refusal carries the lines
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -40,6 +41,10 @@ class HostSettings(_Strict):
 
     plugin_dirs: tuple[str, ...] = ("plugins",)
     data_dir: str = ".tether"
+    storage_backend: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    master_key_file: str | None = None
+    """AES-256-GCM master key for plugin secrets; `$TETHER_MASTER_KEY` wins when set."""
     entry_points: bool = True
     watchdog_ms: int = Field(default=500, ge=20, le=60_000)
     max_result_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
@@ -59,6 +64,19 @@ class PolicyLimits(_Strict):
     memory_mb: int = Field(default=512, ge=16, le=65_536)
     cpu_seconds: int | None = Field(default=None, ge=1)
     open_files: int | None = Field(default=None, ge=16)
+    storage_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+    storage_keys: int = Field(default=1000, ge=0)
+    http_timeout_ms: int = Field(default=10_000, ge=1, le=30_000)
+    http_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1, le=5 * 1024 * 1024)
+    ops_per_minute: int = Field(default=6000, ge=1)
+    """Token-bucket rate of service operations (storage, http, ...); bursts up to this many."""
+
+
+class MtlsFiles(_Strict):
+    """Operator-provisioned client certificate files (paths relative to tether.toml)."""
+
+    cert: str
+    key: str
 
 
 class PluginPolicy(_Strict):
@@ -75,8 +93,24 @@ class PluginPolicy(_Strict):
     digest: str | None = None
     config: dict[str, Any] = {}
     limits: PolicyLimits = PolicyLimits()
+    private_hosts: tuple[str, ...] = ()
+    """Private addresses or CIDRs this plugin may reach (an intranet API); none by default."""
+    mtls: dict[str, MtlsFiles] = {}
+    """Client certificates by the logical names the manifest's `mtls_secrets` declared."""
 
-    @field_validator("grant", "outbound_hosts", "roles", mode="before")
+    @field_validator("private_hosts")
+    @classmethod
+    def _private(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=True)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} must be an IP address or a CIDR like 10.0.0.0/24"
+                ) from None
+        return v
+
+    @field_validator("grant", "outbound_hosts", "roles", "private_hosts", mode="before")
     @classmethod
     def _tuple(cls, v: Any) -> Any:
         return tuple(v) if isinstance(v, list) else v
