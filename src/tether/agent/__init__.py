@@ -1,0 +1,1 @@
+"""The agent loop that plugins extend: providers, sessions, and the hook pipeline."""

@@ -1,0 +1,446 @@
+"""The agent loop: one user input through the plugins' hooks, the model and the tools.
+
+Order for each input:
+1. transform-user-input hooks (an intercept answers without the model), then slash commands;
+2. run-start interceptors (a block stops the run; system-prompt and env additions add up);
+3. turns until the model answers without tool calls, or max turns, the budget, the timeout
+   or an abort: filter-tools, transform-system-prompt, before-model-call, the streamed call
+   (each token a session event), after-model-call, then the tool calls, concurrently, with
+   results in call order (each through before/after-tool-call and its timeout);
+4. after-run hooks once, with the reason;
+5. run-end interceptors: replace or suppress the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.agent.openai import INVALID_ARGUMENTS
+from tether.agent.providers import ChatRequest, Provider, ProviderError, TextDelta, TurnDone
+from tether.agent.sessions import MessageBus, SessionStore
+from tether.contract.errors import UnknownToolError
+from tether.contract.types import (
+    Caller,
+    Intercept,
+    Message,
+    RunEnd,
+    RunEndReason,
+    RunStart,
+    ToolCall,
+    ToolResult,
+    TurnResult,
+)
+from tether.runtime.host import Host
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """How runs behave; `tether.toml`'s `[agent]` table maps onto it."""
+
+    model: str
+    system_prompt: str = ""
+    max_turns: int = 20
+    max_tokens: int | None = None
+    """Per model response."""
+    temperature: float | None = None
+    token_budget: int | None = None
+    """Prompt plus completion tokens for the whole run."""
+    cost_budget: float | None = None
+    prompt_price: float = 0.0
+    """Price per 1,000 prompt tokens, for the cost budget."""
+    completion_price: float = 0.0
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """What a run reports as it goes: `token`, `tool_use`, `tool_result`, `ask_user`,
+    `done`, `failed`."""
+
+    kind: str
+    run_id: str
+    session_id: str | None
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """The run a tool call belongs to; read it with `current_run()` inside a tool."""
+
+    run_id: str
+    session_id: str | None
+    caller: Caller
+    env: dict[str, str]
+
+
+_CURRENT: contextvars.ContextVar[RunInfo | None] = contextvars.ContextVar(
+    "tether_run", default=None
+)
+
+
+def current_run() -> RunInfo | None:
+    """The run the calling code is part of (tools called by the agent loop), else None."""
+    return _CURRENT.get()
+
+
+@dataclass(slots=True)
+class RunResult:
+    run_id: str
+    session_id: str | None
+    reason: RunEndReason
+    reply: str | None
+    """None when a run-end interceptor suppressed it."""
+    turns: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    error: str | None = None
+    intercepted: bool = False
+    command: bool = False
+    blocked_by: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is RunEndReason.COMPLETE
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "session_id": self.session_id,
+            "reason": self.reason.value,
+            "reply": self.reply,
+            "turns": self.turns,
+            "usage": {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "cached_prompt_tokens": self.cached_prompt_tokens,
+            },
+            "error": self.error,
+            "intercepted": self.intercepted,
+            "command": self.command,
+            "blocked_by": self.blocked_by,
+        }
+
+
+class RunHandle:
+    """A run in progress: subscribe to its events, abort it, await its result."""
+
+    def __init__(self, run_id: str, session_id: str | None) -> None:
+        self.run_id = run_id
+        self.session_id = session_id
+        self.task: asyncio.Task[RunResult] | None = None
+        self._queues: list[asyncio.Queue[SessionEvent | None]] = []
+        self._callbacks: list[Callable[[SessionEvent], None]] = []
+        self.history: list[SessionEvent] = []
+
+    def on_event(self, callback: Callable[[SessionEvent], None]) -> None:
+        self._callbacks.append(callback)
+
+    async def events(self) -> AsyncIterator[SessionEvent]:
+        """Every event of the run from now on (and those already sent), until it ends."""
+        queue: asyncio.Queue[SessionEvent | None] = asyncio.Queue()
+        for past in self.history:
+            queue.put_nowait(past)
+        if self.task is not None and self.task.done():
+            queue.put_nowait(None)
+        self._queues.append(queue)
+        while (item := await queue.get()) is not None:
+            yield item
+
+    def _publish(self, event: SessionEvent) -> None:
+        # Never awaited: a slow subscriber cannot slow the run.
+        self.history.append(event)
+        for queue in self._queues:
+            queue.put_nowait(event)
+        for callback in self._callbacks:
+            with contextlib.suppress(Exception):  # a broken subscriber is its own problem
+                callback(event)
+
+    def _close(self) -> None:
+        for queue in self._queues:
+            queue.put_nowait(None)
+
+    def abort(self) -> None:
+        """Stop the run promptly: the stream and running tools are cancelled."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    async def wait(self) -> RunResult:
+        assert self.task is not None
+        return await self.task
+
+
+@dataclass(slots=True)
+class _Usage:
+    prompt: int = 0
+    completion: int = 0
+    cached: int = 0
+    turns: int = 0
+
+    def add(self, turn: TurnResult) -> None:
+        self.prompt += turn.prompt_tokens
+        self.completion += turn.completion_tokens
+        self.cached += turn.cached_prompt_tokens
+        self.turns += 1
+
+
+@dataclass(slots=True)
+class _Run:
+    handle: RunHandle
+    prompt: str
+    caller: Caller
+    usage: _Usage = field(default_factory=_Usage)
+    new_messages: list[Message] = field(default_factory=list)
+
+
+class Agent:
+    """Runs agent loops on a started `Host` with a provider."""
+
+    def __init__(
+        self,
+        host: Host,
+        provider: Provider,
+        config: AgentConfig,
+        sessions: SessionStore | None = None,
+    ) -> None:
+        self.host = host
+        self.provider = provider
+        self.config = config
+        self.sessions = sessions
+        self.buses: dict[str, MessageBus] = {}
+        self.runs: dict[str, RunHandle] = {}
+
+    def bus(self, session_id: str) -> MessageBus:
+        """The message bus of a session (created on first use)."""
+        return self.buses.setdefault(session_id, MessageBus())
+
+    def start(
+        self, prompt: str, *, session_id: str | None = None, caller: Caller | None = None
+    ) -> RunHandle:
+        """Start a run in the background; returns its handle at once."""
+        who = caller or Caller.operator()
+        if self.sessions is not None:
+            if session_id is None:
+                session_id = self.sessions.create(who.id, prompt[:80])
+            elif not self.sessions.exists(session_id):
+                raise KeyError(f"no session {session_id!r}")
+        handle = RunHandle(uuid.uuid4().hex, session_id)
+        state = _Run(handle, prompt, who)
+        handle.task = asyncio.get_running_loop().create_task(self._run(state))
+        self.runs[handle.run_id] = handle
+        handle.task.add_done_callback(lambda _: self.runs.pop(handle.run_id, None))
+        return handle
+
+    async def run(
+        self, prompt: str, *, session_id: str | None = None, caller: Caller | None = None
+    ) -> RunResult:
+        """Run to the end and return the result."""
+        return await self.start(prompt, session_id=session_id, caller=caller).wait()
+
+    # The run -----------------------------------------------------------------------
+
+    def _emit(self, run: _Run, kind: str, **data: Any) -> None:
+        h = run.handle
+        event = SessionEvent(kind, h.run_id, h.session_id, data)
+        h._publish(event)
+        self.host.events.emit(
+            f"task.{kind}", {"run_id": h.run_id, "session_id": h.session_id, **data}
+        )
+
+    async def _run(self, run: _Run) -> RunResult:
+        h, hooks = run.handle, self.host.hooks
+        try:
+            verdict = await hooks.transform_user_input(run.prompt)
+            if isinstance(verdict, Intercept):
+                return self._finish_early(run, verdict.reply or "", intercepted=True)
+            text = verdict
+            if text.startswith("/"):
+                answer = await self.host.run_command(text)
+                if answer is not None:
+                    return self._finish_early(run, answer, command=True)
+            start = await self.host.events.run_start(
+                RunStart(h.run_id, h.session_id, text, run.caller)
+            )
+            if start.blocked_by is not None:
+                return await self._end(
+                    run, RunEndReason.BLOCKED, "", start.block_reason, blocked_by=start.blocked_by
+                )
+            env = self._env(run.caller, start.env)
+            token = _CURRENT.set(RunInfo(h.run_id, h.session_id, run.caller, env))
+            try:
+                reason, reply, error = await self._turns(run, text, start.system_prompt)
+            finally:
+                _CURRENT.reset(token)
+        except asyncio.CancelledError:
+            reason, reply, error = RunEndReason.ABORTED, "", "the run was aborted"
+        except ProviderError as exc:
+            reason, reply, error = RunEndReason.ERROR, "", str(exc)
+        return await self._end(run, reason, reply, error)
+
+    async def _turns(
+        self, run: _Run, text: str, additions: list[str]
+    ) -> tuple[RunEndReason, str, str | None]:
+        cfg, hooks, h = self.config, self.host.hooks, run.handle
+        history = self.sessions.load(h.session_id) if self.sessions and h.session_id else []
+        injected = self.bus(h.session_id).drain_next() if h.session_id else []
+        run.new_messages = [*injected, Message("user", text)]
+        base = "\n\n".join(p for p in (cfg.system_prompt, *additions) if p)
+        try:
+            async with asyncio.timeout(cfg.timeout_s):
+                for _ in range(cfg.max_turns):
+                    offered = self.host.tools(run.caller)
+                    tools = await hooks.filter_tools(offered)
+                    system = await self.host.system_prompt(base)
+                    convo = [Message("system", system)] if system else []
+                    convo += history + run.new_messages
+                    convo = await hooks.before_model_call(convo, cfg)
+                    turn = await self._stream(
+                        run, ChatRequest(cfg.model, convo, tools, cfg.max_tokens, cfg.temperature)
+                    )
+                    turn = await hooks.after_model_call(turn)
+                    run.usage.add(turn)
+                    run.new_messages.append(
+                        Message("assistant", turn.content, list(turn.tool_calls))
+                    )
+                    if not turn.tool_calls:
+                        return RunEndReason.COMPLETE, turn.content, None
+                    allowed = {t.name for t in tools}
+                    results = await asyncio.gather(
+                        *(self._call(run, call, allowed) for call in turn.tool_calls)
+                    )
+                    for call, result in zip(turn.tool_calls, results, strict=True):
+                        run.new_messages.append(
+                            Message("tool", result.content, tool_call_id=call.id, name=call.name)
+                        )
+                    if self._over_budget(run.usage):
+                        return RunEndReason.BUDGET, turn.content, "the run's budget is spent"
+                return RunEndReason.MAX_TURNS, "", f"stopped after {cfg.max_turns} turns"
+        except TimeoutError:
+            return RunEndReason.TIMEOUT, "", f"the run timed out after {cfg.timeout_s:g}s"
+
+    async def _stream(self, run: _Run, request: ChatRequest) -> TurnResult:
+        done: TurnResult | None = None
+        async for event in self.provider.stream(request):
+            if isinstance(event, TextDelta):
+                self._emit(run, "token", text=event.text)
+            elif isinstance(event, TurnDone):
+                done = event.turn
+        if done is None:
+            raise ProviderError("the model stream ended without a result")
+        return done
+
+    async def _call(self, run: _Run, call: ToolCall, allowed: set[str]) -> ToolResult:
+        self._emit(run, "tool_use", tool=call.name, input=call.arguments, call_id=call.id)
+        if INVALID_ARGUMENTS in call.arguments:
+            result = ToolResult.error(
+                f"{call.name}: the arguments were not valid JSON; send a JSON object"
+            )
+        elif call.name not in allowed:
+            result = ToolResult.error(f"the tool {call.name!r} is not available in this run")
+        else:
+            try:
+                result = await self.host.call_tool(
+                    call.name, call.arguments, caller=run.caller, call_id=call.id
+                )
+            except UnknownToolError as exc:
+                result = ToolResult.error(str(exc))
+        self._emit(run, "tool_result", tool=call.name, call_id=call.id, is_error=result.is_error)
+        return result
+
+    def _over_budget(self, usage: _Usage) -> bool:
+        cfg = self.config
+        if cfg.token_budget is not None and usage.prompt + usage.completion >= cfg.token_budget:
+            return True
+        cost = (
+            usage.prompt / 1000 * cfg.prompt_price + usage.completion / 1000 * cfg.completion_price
+        )
+        return cfg.cost_budget is not None and cost >= cfg.cost_budget
+
+    def _env(self, caller: Caller, additions: dict[str, dict[str, str]]) -> dict[str, str]:
+        """Declared env of every plugin the caller may use, plus interceptor additions from
+        those same plugins; nothing from plugins the caller's roles do not permit."""
+        env: dict[str, str] = {}
+        for pid, rec in self.host.records.items():
+            if rec.state.value != "active" or not self._permits(pid, caller):
+                continue
+            manifest = rec.candidate.manifest
+            for var in manifest.env if manifest else ():
+                if var.from_ in os.environ:
+                    env[var.target] = os.environ[var.from_]
+            env.update(additions.get(pid, {}))
+        return env
+
+    def _permits(self, plugin_id: str, caller: Caller) -> bool:
+        rec = self.host.records.get(plugin_id)
+        roles = rec.resolution.roles if rec and rec.resolution else None
+        if roles is None or "*" in roles or "*" in caller.roles:
+            return True
+        return not set(roles).isdisjoint(caller.roles)
+
+    def _finish_early(
+        self, run: _Run, reply: str, *, intercepted: bool = False, command: bool = False
+    ) -> RunResult:
+        """An intercepted input or a slash command: answered, no model call, no run hooks."""
+        h = run.handle
+        self._emit(run, "done", text=reply)
+        h._close()
+        return RunResult(
+            h.run_id,
+            h.session_id,
+            RunEndReason.COMPLETE,
+            reply,
+            intercepted=intercepted,
+            command=command,
+        )
+
+    async def _end(
+        self,
+        run: _Run,
+        reason: RunEndReason,
+        reply: str,
+        error: str | None,
+        *,
+        blocked_by: str | None = None,
+    ) -> RunResult:
+        """Persist, after-run hooks, run-end interceptors, the final event. Shielded, so an
+        abort that lands here still finishes the bookkeeping."""
+        return await asyncio.shield(self._finalise(run, reason, reply, error, blocked_by))
+
+    async def _finalise(
+        self, run: _Run, reason: RunEndReason, reply: str, error: str | None, blocked_by: str | None
+    ) -> RunResult:
+        h = run.handle
+        if self.sessions is not None and h.session_id and run.new_messages:
+            self.sessions.append(h.session_id, run.new_messages)
+        await self.host.hooks.after_run(reason)
+        final: str | None = reply
+        if reason is not RunEndReason.BLOCKED:
+            outcome = await self.host.events.run_end(
+                RunEnd(h.run_id, h.session_id, run.prompt, reply, reason, run.caller)
+            )
+            final = None if outcome.suppressed else outcome.reply
+        result = RunResult(
+            h.run_id,
+            h.session_id,
+            reason,
+            final,
+            turns=run.usage.turns,
+            prompt_tokens=run.usage.prompt,
+            completion_tokens=run.usage.completion,
+            cached_prompt_tokens=run.usage.cached,
+            error=error,
+            blocked_by=blocked_by,
+        )
+        if reason is RunEndReason.COMPLETE:
+            self._emit(run, "done", text=final, suppressed=final is None)
+        else:
+            self._emit(run, "failed", error=error, reason=reason.value)
+        h._close()
+        return result
