@@ -29,9 +29,10 @@ from tether import (
     ToolResult,
     TurnResult,
 )
-from tether.agent.loop import Agent, AgentConfig, current_run
+from tether.agent.loop import Agent, AgentConfig, Turns, current_run
 from tether.agent.openai import OpenAICompatibleProvider
 from tether.agent.sessions import SessionStore
+from tether.agent.strategy import Outcome
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -567,3 +568,26 @@ async def test_models_are_listed(tmp_path: Path, llm: FakeLLM) -> None:
         assert await provider.models() == ["scripted-model", "other"]
     finally:
         await provider.aclose()
+
+
+async def test_a_custom_strategy_drives_the_turns(tmp_path: Path, llm: FakeLLM) -> None:
+    class PlanThenAnswer:
+        """Asks for a plan first (one model turn, no tools run), then answers."""
+
+        name = "plan-then-answer"
+
+        async def run(self, turns: Turns) -> Outcome:
+            plan = await turns.model_turn()
+            turns.messages.append(Message("user", f"Now carry out: {plan.content}"))
+            answer = await turns.model_turn()
+            return Outcome(RunEndReason.COMPLETE, answer.content.upper())
+
+    llm.add(Reply("1. look 2. answer"), Reply("done"))
+    async with agent_for(tmp_path, llm) as agent:
+        agent.strategy = PlanThenAnswer()
+        result = await agent.run("task")
+    assert (result.reply, result.turns) == ("DONE", 2)
+    assert llm.requests[1]["messages"][-1] == {
+        "role": "user",
+        "content": "Now carry out: 1. look 2. answer",
+    }

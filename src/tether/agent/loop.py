@@ -25,6 +25,7 @@ from typing import Any
 from tether.agent.openai import INVALID_ARGUMENTS
 from tether.agent.providers import ChatRequest, Provider, ProviderError, TextDelta, TurnDone
 from tether.agent.sessions import MessageBus, SessionStore
+from tether.agent.strategy import DefaultStrategy, LoopStrategy
 from tether.contract.errors import UnknownToolError
 from tether.contract.types import (
     Caller,
@@ -200,6 +201,55 @@ class _Run:
     new_messages: list[Message] = field(default_factory=list)
 
 
+class Turns:
+    """What a strategy drives a run with: one model turn at a time, then its tools."""
+
+    def __init__(self, agent: Agent, run: _Run, history: list[Message], system: str) -> None:
+        self._agent = agent
+        self._run = run
+        self.history = history
+        self.system = system
+        """The run's base system prompt (config plus run-start additions); plugins'
+        contributions and transform hooks are applied on each turn."""
+        self.max_turns = agent.config.max_turns
+        self._tools: set[str] = set()
+
+    @property
+    def messages(self) -> list[Message]:
+        """This run's new messages so far (the user input, then assistant and tool turns);
+        strategies may append to it."""
+        return self._run.new_messages
+
+    async def model_turn(self) -> TurnResult:
+        """filter-tools, transform-system-prompt, before-model-call, the streamed call,
+        after-model-call; the assistant message is appended."""
+        agent, hooks, cfg = self._agent, self._agent.host.hooks, self._agent.config
+        tools = await hooks.filter_tools(agent.host.tools(self._run.caller))
+        self._tools = {t.name for t in tools}
+        system = await agent.host.system_prompt(self.system)
+        convo = [Message("system", system)] if system else []
+        convo = await hooks.before_model_call([*convo, *self.history, *self.messages], cfg)
+        request = ChatRequest(cfg.model, convo, tools, cfg.max_tokens, cfg.temperature)
+        turn = await hooks.after_model_call(await agent._stream(self._run, request))
+        self._run.usage.add(turn)
+        self.messages.append(Message("assistant", turn.content, list(turn.tool_calls)))
+        return turn
+
+    async def run_tools(self, turn: TurnResult) -> list[ToolResult]:
+        """Run the turn's tool calls concurrently; results are appended in call order."""
+        results = await asyncio.gather(
+            *(self._agent._call(self._run, call, self._tools) for call in turn.tool_calls)
+        )
+        for call, result in zip(turn.tool_calls, results, strict=True):
+            self.messages.append(
+                Message("tool", result.content, tool_call_id=call.id, name=call.name)
+            )
+        return list(results)
+
+    def over_budget(self) -> bool:
+        return self._agent._over_budget(self._run.usage)
+
+
 class Agent:
     """Runs agent loops on a started `Host` with a provider."""
 
@@ -209,11 +259,13 @@ class Agent:
         provider: Provider,
         config: AgentConfig,
         sessions: SessionStore | None = None,
+        strategy: LoopStrategy | None = None,
     ) -> None:
         self.host = host
         self.provider = provider
         self.config = config
         self.sessions = sessions
+        self.strategy: LoopStrategy = strategy or DefaultStrategy()
         self.buses: dict[str, MessageBus] = {}
         self.runs: dict[str, RunHandle] = {}
 
@@ -287,43 +339,18 @@ class Agent:
     async def _turns(
         self, run: _Run, text: str, additions: list[str]
     ) -> tuple[RunEndReason, str, str | None]:
-        cfg, hooks, h = self.config, self.host.hooks, run.handle
+        cfg, h = self.config, run.handle
         history = self.sessions.load(h.session_id) if self.sessions and h.session_id else []
         injected = self.bus(h.session_id).drain_next() if h.session_id else []
         run.new_messages = [*injected, Message("user", text)]
         base = "\n\n".join(p for p in (cfg.system_prompt, *additions) if p)
+        turns = Turns(self, run, history, base)
         try:
             async with asyncio.timeout(cfg.timeout_s):
-                for _ in range(cfg.max_turns):
-                    offered = self.host.tools(run.caller)
-                    tools = await hooks.filter_tools(offered)
-                    system = await self.host.system_prompt(base)
-                    convo = [Message("system", system)] if system else []
-                    convo += history + run.new_messages
-                    convo = await hooks.before_model_call(convo, cfg)
-                    turn = await self._stream(
-                        run, ChatRequest(cfg.model, convo, tools, cfg.max_tokens, cfg.temperature)
-                    )
-                    turn = await hooks.after_model_call(turn)
-                    run.usage.add(turn)
-                    run.new_messages.append(
-                        Message("assistant", turn.content, list(turn.tool_calls))
-                    )
-                    if not turn.tool_calls:
-                        return RunEndReason.COMPLETE, turn.content, None
-                    allowed = {t.name for t in tools}
-                    results = await asyncio.gather(
-                        *(self._call(run, call, allowed) for call in turn.tool_calls)
-                    )
-                    for call, result in zip(turn.tool_calls, results, strict=True):
-                        run.new_messages.append(
-                            Message("tool", result.content, tool_call_id=call.id, name=call.name)
-                        )
-                    if self._over_budget(run.usage):
-                        return RunEndReason.BUDGET, turn.content, "the run's budget is spent"
-                return RunEndReason.MAX_TURNS, "", f"stopped after {cfg.max_turns} turns"
+                outcome = await self.strategy.run(turns)
         except TimeoutError:
             return RunEndReason.TIMEOUT, "", f"the run timed out after {cfg.timeout_s:g}s"
+        return outcome.reason, outcome.reply, outcome.error
 
     async def _stream(self, run: _Run, request: ChatRequest) -> TurnResult:
         done: TurnResult | None = None
