@@ -37,7 +37,8 @@ def stored(host: Host, plugin: str, key: str) -> object:
 
 async def test_all_examples_load(host: Host, tmp_path: Path) -> None:
     states = {p["id"]: (p["state"], p["reason"], p["warnings"]) for p in host.plugins()}
-    assert states == {pid: ("active", None, []) for pid in ("echo", "guard", "prompt", "weather")}
+    examples = ("echo", "guard", "prompt", "weather", "webhook")
+    assert states == {pid: ("active", None, []) for pid in examples}
     assert sorted(t.name for t in host.tools()) == [
         "plugin_echo_echo",
         "plugin_weather_current",

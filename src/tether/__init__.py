@@ -8,6 +8,8 @@ from tether.authoring import Plugin
 from tether.contract.capabilities import CATALOGUE, Capability
 from tether.contract.errors import (
     CapabilityViolationError,
+    DbScopeViolationError,
+    EgressBlockedError,
     ManifestError,
     NameClashError,
     OutboundHostViolationError,
@@ -15,6 +17,8 @@ from tether.contract.errors import (
     PolicyError,
     PolicyViolationError,
     Problem,
+    QuotaExceededError,
+    RateLimitedError,
     RefusalReason,
     RegistrationError,
     SchemaError,
@@ -31,6 +35,8 @@ from tether.contract.types import (
     Event,
     Intercept,
     Message,
+    NotificationRequest,
+    NotificationResult,
     RunEnd,
     RunEndReason,
     RunEndResult,
@@ -45,6 +51,12 @@ from tether.contract.versions import API_VERSION, HOST_VERSION
 from tether.runtime.context import Context
 from tether.runtime.host import Host
 from tether.runtime.lifecycle import State
+from tether.services.clock import ManualClock
+from tether.services.config_keys import ConfigKeyError
+from tether.services.memory import Memory
+from tether.services.migrations import MigrationError
+from tether.services.secrets import SecretError
+from tether.services.users import User
 
 __version__ = HOST_VERSION
 
@@ -55,14 +67,22 @@ __all__ = [
     "Caller",
     "Capability",
     "CapabilityViolationError",
+    "ConfigKeyError",
     "Context",
+    "DbScopeViolationError",
+    "EgressBlockedError",
     "Event",
     "Host",
     "Intercept",
     "Manifest",
     "ManifestError",
+    "ManualClock",
+    "Memory",
     "Message",
+    "MigrationError",
     "NameClashError",
+    "NotificationRequest",
+    "NotificationResult",
     "OutboundHostViolationError",
     "Plugin",
     "PluginRefusedError",
@@ -70,6 +90,8 @@ __all__ = [
     "PolicyError",
     "PolicyViolationError",
     "Problem",
+    "QuotaExceededError",
+    "RateLimitedError",
     "RefusalReason",
     "RegistrationError",
     "RunEnd",
@@ -78,6 +100,7 @@ __all__ = [
     "RunStart",
     "RunStartResult",
     "SchemaError",
+    "SecretError",
     "State",
     "TetherError",
     "ToolCall",
@@ -87,5 +110,6 @@ __all__ = [
     "ToolResult",
     "TurnResult",
     "UnknownToolError",
+    "User",
     "__version__",
 ]

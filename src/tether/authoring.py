@@ -10,12 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, overload
 
+from pydantic import BaseModel
+
 from tether.contract.manifest import Manifest
 
 if TYPE_CHECKING:
     from tether.runtime.context import Context
 
 F = TypeVar("F", bound=Callable[..., Any])
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 HookName = Literal[
     "before_model_call",
@@ -49,6 +52,23 @@ class CommandDecl:
 
 
 @dataclass(slots=True)
+class JobDecl:
+    name: str
+    fn: Callable[..., Any]
+    cron: str | None = None
+    interval: float | None = None
+    delay: float | None = None
+
+
+@dataclass(slots=True)
+class ConfigKeyDecl:
+    key: str
+    description: str = ""
+    default: str | None = None
+    validate: Callable[[str], Any] | None = None
+
+
+@dataclass(slots=True)
 class Declarations:
     """Everything a plugin declared with decorators, in declaration order."""
 
@@ -59,6 +79,11 @@ class Declarations:
     prompts: list[str | Callable[..., Any]] = field(default_factory=list)
     skills: list[str] = field(default_factory=list)
     lifecycle: dict[str, list[Callable[..., Any]]] = field(default_factory=dict)
+    jobs: list[JobDecl] = field(default_factory=list)
+    channels: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
+    config_model: type[BaseModel] | None = None
+    config_keys: list[ConfigKeyDecl] = field(default_factory=list)
+    migrations: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Plugin:
@@ -205,6 +230,80 @@ class Plugin:
     def skill(self, path: str) -> None:
         """Publish a skill folder (containing SKILL.md), relative to the plugin folder."""
         self.declared.skills.append(path)
+
+    # Scheduled jobs and notification channels ------------------------------------------
+
+    def job(
+        self,
+        name: str,
+        *,
+        cron: str | None = None,
+        interval: float | None = None,
+        delay: float | None = None,
+    ) -> Callable[[F], F]:
+        """Schedule the function (no arguments, sync or async): `cron="0 9 * * *"` (UTC),
+        `interval=60` (seconds between the end of a run and the next start) or `delay=5`
+        (once); exactly one of them. Needs the scheduler.write capability."""
+        kinds = {"cron": cron, "interval": interval, "delay": delay}
+        given = [k for k, v in kinds.items() if v is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"@plugin.job({name!r}) needs exactly one of cron=, interval=, delay=; "
+                f"got {', '.join(given) or 'none'}"
+            )
+
+        def register(f: F) -> F:
+            self.declared.jobs.append(JobDecl(name, f, cron, interval, delay))
+            return f
+
+        return register
+
+    def channel(self, kind: str) -> Callable[[F], F]:
+        """Claim the notification channel `kind` with `async def handler(req:
+        NotificationRequest) -> NotificationResult`. Needs notifications.register."""
+
+        def register(f: F) -> F:
+            self.declared.channels.append((kind, f))
+            return f
+
+        return register
+
+    # Config and data ---------------------------------------------------------------------
+
+    def config_model(self, model: type[ModelT]) -> type[ModelT]:
+        """Declare the plugin's typed config, a pydantic model (use as a call or a class
+        decorator). At activation it is built from `[plugins.<id>.config]` in tether.toml,
+        overridden by `TETHER_<ID>_<FIELD>` environment variables, and `ctx.config` is the
+        instance; a bad value fails the plugin's load naming the variable (docs/config.md)."""
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(f"config_model takes a pydantic model class, not {model!r}")
+        self.declared.config_model = model
+        return model
+
+    def config_key(
+        self,
+        key: str,
+        *,
+        default: str | None = None,
+        description: str = "",
+        validate: Callable[[str], Any] | None = None,
+    ) -> Callable[[F], F]:
+        """Declare a per-scope config key `<plugin-id>.<key>` (needs config.register). Call
+        it, or use it to decorate the validator `(value: str) -> bool`."""
+        decl = ConfigKeyDecl(key, description, default, validate)
+        self.declared.config_keys.append(decl)
+
+        def set_validator(f: F) -> F:
+            decl.validate = f
+            return f
+
+        return set_validator
+
+    def migration(self, name: str, sql: str) -> None:
+        """Declare an SQL migration (`"0001_init"`, SQL) applied once, in name order, before
+        on_load (needs db.sql); files `migrations/NNNN_name.sql` in the plugin folder count
+        too. Tables must be named `<plugin id with - as _>_...` (docs/data.md)."""
+        self.declared.migrations.append((name, sql))
 
     # Lifecycle ---------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from tether.contract.capabilities import root_equivalent_sets
 from tether.contract.errors import PolicyError, Problem, RefusalReason, UnknownToolError
+from tether.contract.hosts import HostAllowlist, HostPatternError
 from tether.contract.policy import approval_lines, resolve
 from tether.runtime.config import HostConfig, load_config
 from tether.runtime.discovery import (
@@ -34,7 +35,9 @@ from tether.runtime.discovery import (
 from tether.runtime.host import Host
 from tether.runtime.ordering import load_order
 from tether.services.audit import AuditLog
+from tether.services.config_keys import GLOBAL, ConfigKeyError, ConfigKeys, check_scope, split_name
 from tether.services.database import Database
+from tether.services.egress_check import check_url, parse_resolve, static_resolver, system_resolver
 
 app = typer.Typer(
     name="tether",
@@ -281,6 +284,176 @@ def audit(
     for r in records:
         when = dt.datetime.fromtimestamp(r.ts).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(when, r.plugin, r.kind, r.message)
+    out.print(table)
+
+
+egress_app = typer.Typer(help="Outbound HTTP rules (docs/egress.md).", no_args_is_help=True)
+app.add_typer(egress_app, name="egress")
+
+
+@egress_app.command("check")
+def egress_check(
+    url: Annotated[str, typer.Argument(help="The URL a plugin would request.")],
+    plugin: Annotated[
+        str | None, typer.Option(help="Use this plugin's allowlist and private_hosts.")
+    ] = None,
+    allow: Annotated[
+        list[str] | None, typer.Option("--allow", help="Allowed host pattern (repeatable).")
+    ] = None,
+    resolve_to: Annotated[
+        list[str] | None,
+        typer.Option("--resolve", help="HOST:ADDRESS instead of DNS (repeatable; host:[::1])."),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Would outbound HTTP to URL be allowed? Prints `allowed` or `blocked: <reason>`;
+    exit 0 when allowed, 1 when blocked, 2 for usage errors. Without --plugin the allowlist
+    is the --allow patterns (none: any public host); nothing private is ever open."""
+    if plugin is not None and allow:
+        err.print("use --plugin or --allow, not both", markup=False)
+        raise typer.Exit(2)
+    try:
+        table = parse_resolve(resolve_to or [])
+        allowlist = HostAllowlist(allow) if allow else None
+    except (ValueError, HostPatternError) as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+    private: tuple[str, ...] = ()
+    refusal: str | None = None
+    if plugin is not None:
+        cfg = _config(config)
+        entry = cfg.policy.plugins.get(plugin)
+        found = discover_folders(cfg.plugin_dirs)
+        if cfg.policy.host.entry_points:
+            found += discover_packages()
+        cand = next((c for c in found if c.id == plugin and c.manifest is not None), None)
+        if cand is None and entry is None:
+            err.print(f"no plugin {plugin!r} in the plugin folders or in tether.toml", markup=False)
+            raise typer.Exit(2)
+        if cand is not None and cand.manifest is not None:
+            res = resolve(cand.manifest, entry, digest=cand.digest)
+            allowlist = HostAllowlist(res.outbound_hosts)
+            if "http.outbound" not in res.granted:
+                refusal = f"plugin {plugin!r} is not granted http.outbound"
+        else:
+            note = f"note: plugin {plugin!r} was not found; using tether.toml alone"
+            err.print(note, markup=False)
+            allowlist = HostAllowlist(entry.outbound_hosts if entry else ())
+            if entry is not None and "http.outbound" not in entry.grant:
+                refusal = f"plugin {plugin!r} is not granted http.outbound"
+        private = entry.private_hosts if entry is not None else ()
+    if refusal is not None:
+        out.print(f"blocked: {refusal}", markup=False)
+        raise typer.Exit(1)
+    resolver = static_resolver(table, fallback=system_resolver) if table else system_resolver
+    verdict = asyncio.run(check_url(url, allowlist, private, resolver))
+    if not verdict.allowed:
+        out.print(f"blocked: {verdict.reason}", markup=False)
+        raise typer.Exit(1)
+    out.print("allowed", markup=False)
+    err.print(f"{verdict.host} -> {', '.join(verdict.addresses)}", markup=False)
+
+
+config_app = typer.Typer(
+    help="Plugins' per-scope config keys (docs/config.md). get and list read the database "
+    "without loading plugins; set loads them, because validators live in plugin code.",
+    no_args_is_help=True,
+)
+app.add_typer(config_app, name="config")
+KeyArg = Annotated[str, typer.Argument(help="<plugin-id>.<key>, e.g. weather.units")]
+ScopeOpt = Annotated[
+    str, typer.Option("--scope", "-s", help='"global", or "<kind>:<id>" such as "space:main".')
+]
+
+
+def _key_args(name: str | None, scope: str) -> None:
+    try:
+        if name is not None:
+            split_name(name)
+        check_scope(scope)
+    except ConfigKeyError as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(2) from None
+
+
+def _read_keys(cfg: HostConfig, read: Callable[[ConfigKeys], T]) -> T | None:
+    path = cfg.data_dir / "tether.db"
+    if not path.exists():
+        return None
+    db = Database(path)
+    try:
+        return read(ConfigKeys(db))
+    finally:
+        db.close()
+
+
+@config_app.command("get")
+def config_get(
+    name: KeyArg, scope: ScopeOpt = GLOBAL, config: ConfigOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Print a key's value for a scope: its own, else the global value, else the default.
+    Exit 1 when it has none, 2 for an unknown key."""
+    _key_args(name, scope)
+    found = _read_keys(_config(config), lambda k: (*k.resolve(name, scope), k.known(name)))
+    if found is None or (not found[2] and found[0] is None):
+        err.print(f"unknown config key {name!r}; `tether config list` shows them", markup=False)
+        raise typer.Exit(2)
+    value, source, _ = found
+    if as_json:
+        doc = {"name": name, "scope": scope, "value": value, "source": source}
+        out.print(json.dumps(doc), markup=False)
+    elif value is None:
+        err.print(f"{name} has no value for {scope} and no default", markup=False)
+    else:
+        out.print(value, markup=False)
+    raise typer.Exit(0 if value is not None else 1)
+
+
+@config_app.command("set")
+def config_set(
+    name: KeyArg,
+    value: Annotated[str, typer.Argument(help="The value (text).")],
+    scope: ScopeOpt = GLOBAL,
+    config: ConfigOpt = None,
+) -> None:
+    """Store a value after the plugin's validator accepts it (starts the host to load the
+    plugin). Exit 1 when the validator rejects it or the plugin is not active."""
+    _key_args(name, scope)
+
+    async def work(host: Host) -> ConfigKeyError | None:
+        try:
+            host.config_keys.set(name, value, scope)
+        except ConfigKeyError as exc:
+            return exc
+        host.audit.record(name.split(".", 1)[0], "config_set", f"{name} set", scope=scope)
+        return None
+
+    problem = _with_host(config, work, quiet=True)
+    if problem is not None:
+        err.print(str(problem), markup=False)
+        raise typer.Exit(2 if "no plugin registered it" in str(problem) else 1)
+    out.print(f"{name} = {value} ({scope})", markup=False)
+
+
+@config_app.command("list")
+def config_list(
+    scope: Annotated[str | None, typer.Option("--scope", "-s", help="Resolve for a scope.")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every known key: stored values per scope and defaults (or, with --scope, each
+    key's value for that scope)."""
+    _key_args(None, scope or GLOBAL)
+    entries = _read_keys(_config(config), lambda k: k.list(scope)) or []
+    if as_json:
+        out.print(json.dumps([e.to_json() for e in entries], indent=2), markup=False)
+        return
+    table = Table()
+    for col in ("key", "scope", "value", "description"):
+        table.add_column(col)
+    for e in entries:
+        shown = "(unset)" if e.value is None else e.value + (" (default)" if e.is_default else "")
+        table.add_row(e.name, e.scope, shown, e.description)
     out.print(table)
 
 

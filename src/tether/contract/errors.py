@@ -32,6 +32,7 @@ class RefusalReason(StrEnum):
     IMPORT_FAILED = "import_failed"
     ACTIVATION_FAILED = "activation_failed"
     NAME_CLASH = "name_clash"
+    INVALID_CONFIG = "invalid_config"
 
 
 class TetherError(Exception):
@@ -109,6 +110,22 @@ class OutboundHostViolationError(CapabilityViolationError):
         self.action = host
 
 
+class DbScopeViolationError(CapabilityViolationError):
+    """SQL through a plugin's `ctx.db` touched something outside the plugin's own tables."""
+
+    def __init__(self, plugin_id: str, detail: str) -> None:
+        prefix = plugin_id.replace("-", "_") + "_"
+        TetherError.__init__(
+            self,
+            f"plugin {plugin_id!r}: SQL refused ({detail}): a plugin's SQL may only use its own "
+            f"tables, named '{prefix}...', without ATTACH, writing PRAGMAs or transaction "
+            "control; rename the table or use ctx.storage for shared data",
+        )
+        self.plugin_id = plugin_id
+        self.capability = "db.sql"
+        self.action = detail
+
+
 class SchemaError(TetherError):
     """A tool's JSON Schema is unusable (remote $ref, too large, dangerous pattern...)."""
 
@@ -131,3 +148,47 @@ class RegistrationError(TetherError):
 
 class NameClashError(RegistrationError):
     """A plugin registered a name another registration already holds; the later one fails."""
+
+
+class EgressBlockedError(TetherError):
+    """Outbound HTTP refused by the egress rules (scheme, allowlist, address, redirects,
+    size); `reason` says which rule and what to change."""
+
+    def __init__(self, plugin_id: str, url: str, reason: str) -> None:
+        self.plugin_id = plugin_id
+        self.url = url
+        self.reason = reason
+        super().__init__(f"plugin {plugin_id!r}: request to {url} blocked: {reason}")
+
+
+class QuotaExceededError(TetherError):
+    """A storage write would take a plugin past `storage_bytes` or `storage_keys`."""
+
+    def __init__(self, plugin_id: str, quota: str, limit: int, usage: int, needed: int) -> None:
+        self.plugin_id = plugin_id
+        self.quota = quota  # "storage_bytes" or "storage_keys"
+        self.limit = limit
+        self.usage = usage
+        self.needed = needed  # what usage would be after the write
+        unit = "bytes" if quota == "storage_bytes" else "keys"
+        super().__init__(
+            f"plugin {plugin_id!r} is over its storage quota {quota}: the limit is {limit:,} "
+            f"{unit}, {usage:,} are in use and this write would make {needed:,}; delete data "
+            f"or raise [plugins.{plugin_id}.limits] {quota} in tether.toml"
+        )
+
+
+class RateLimitedError(TetherError):
+    """A plugin used host services (storage, http, ...) faster than `ops_per_minute`."""
+
+    def __init__(self, plugin_id: str, limit: int, retry_after: float, operation: str = "") -> None:
+        self.plugin_id = plugin_id
+        self.limit = limit
+        self.retry_after = retry_after  # seconds until the operation would be allowed
+        self.operation = operation
+        what = f" ({operation})" if operation else ""
+        super().__init__(
+            f"plugin {plugin_id!r} is over its rate limit of {limit:,} service operations per "
+            f"minute{what}; retry in {retry_after:.3g} s, or raise "
+            f"[plugins.{plugin_id}.limits] ops_per_minute in tether.toml"
+        )

@@ -168,3 +168,46 @@ class Event:
     name: str
     data: dict[str, Any]
     source: str = "host"
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRequest:
+    """One notification as a channel handler receives it. `sender` is the sending plugin's
+    id, or "host"; `metadata` carries channel-specific extras (a subject, a thread id...)."""
+
+    kind: str
+    recipient: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    sender: str = "host"
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationResult:
+    """What a send produced: `ok`, or an error `message` that says whether a retry may help.
+
+    Channel handlers return `NotificationResult.success()` or
+    `NotificationResult.error("...", retryable=True)`; the bus fills in `attempts`.
+    """
+
+    ok: bool
+    message: str = ""
+    retryable: bool = False
+    attempts: int = 1
+    data: Any = None
+
+    @classmethod
+    def success(cls, message: str = "", data: Any = None) -> NotificationResult:
+        return cls(ok=True, message=message, data=data)
+
+    @classmethod
+    def error(cls, message: str, *, retryable: bool = False) -> NotificationResult:
+        return cls(ok=False, message=message, retryable=retryable)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ok": self.ok, "message": self.message, "attempts": self.attempts}
+        if not self.ok:
+            out["retryable"] = self.retryable
+        if self.data is not None:
+            out["data"] = self.data
+        return out

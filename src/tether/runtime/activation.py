@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from tether.authoring import Plugin
+from tether.authoring import JobDecl, Plugin
 from tether.contract.errors import CapabilityViolationError
 from tether.runtime.context import Context
 from tether.services.calls import call_bounded
@@ -41,6 +41,23 @@ def apply_declarations(plugin: Plugin, ctx: Context) -> list[str]:
         (f"skill {s}", functools.partial(ctx.add_skill, s))
         for s in (*ctx.manifest.skills, *d.skills)
     ]
+    steps += [(f"job {j.name}", functools.partial(_schedule, ctx, j)) for j in d.jobs]
+    steps += [
+        (f"channel {k}", functools.partial(ctx.notifications.register, k, f)) for k, f in d.channels
+    ]
+    steps += [
+        (
+            f"config key {k.key}",
+            functools.partial(
+                ctx.config_keys.register,
+                k.key,
+                description=k.description,
+                default=k.default,
+                validate=k.validate,
+            ),
+        )
+        for k in d.config_keys
+    ]
     warnings: list[str] = []
     for label, step in steps:
         try:
@@ -48,6 +65,16 @@ def apply_declarations(plugin: Plugin, ctx: Context) -> list[str]:
         except CapabilityViolationError as exc:
             warnings.append(f"{label} skipped: {exc.capability} is not granted")
     return warnings
+
+
+def _schedule(ctx: Context, job: JobDecl) -> object:
+    """One `@plugin.job` declaration, through ctx.scheduler so the grant is checked."""
+    if job.cron is not None:
+        return ctx.scheduler.cron(job.name, job.cron, job.fn)
+    if job.interval is not None:
+        return ctx.scheduler.interval(job.name, job.interval, job.fn)
+    assert job.delay is not None
+    return ctx.scheduler.delay(job.name, job.delay, job.fn)
 
 
 async def run_lifecycle(

@@ -23,15 +23,29 @@ from tether.contract.events import (
     plugin_may_emit,
 )
 from tether.contract.manifest import Manifest
+from tether.contract.policy import PluginPolicy, Resolution
 from tether.contract.types import Caller, ToolInfo, ToolResult
 from tether.contract.validation import did_you_mean
 from tether.runtime.dispatch import RegisteredTool
+from tether.runtime.facades_data import (
+    DataServices,
+    PluginConfigKeys,
+    PluginDb,
+    PluginMemory,
+    PluginUsers,
+)
+from tether.runtime.facades_jobs import PluginNotifications, PluginScheduler
+from tether.runtime.http_facade import PluginHttp, PluginSecrets
 from tether.runtime.registry import Registry, full_tool_name
 from tether.runtime.schema import compile_validator, derive_tool_signature
 from tether.services.audit import AuditLog
 from tether.services.calls import is_async_callable
+from tether.services.egress import EgressService
 from tether.services.events import EventBus, Subscription
-from tether.services.storage import Scope, StorageBackend
+from tether.services.notify import NotificationBus
+from tether.services.ratelimit import RateLimiter
+from tether.services.scheduler import Scheduler
+from tether.services.storage import Scope, StorageBackend, StorageUsage
 
 ToolExecutor = Callable[[str, dict[str, Any], Caller], Awaitable[ToolResult]]
 
@@ -45,9 +59,15 @@ class HostServices:
 
     registry: Registry
     events: EventBus
+    scheduler: Scheduler
+    notifications: NotificationBus
     audit: AuditLog
     storage: StorageBackend
+    ratelimit: RateLimiter
+    egress: EgressService
     execute_tool: ToolExecutor
+    data: DataServices | None = None
+    """Config keys, secrets, scoped SQL, memory and users (runtime/facades_data.py)."""
 
 
 class Context:
@@ -63,11 +83,14 @@ class Context:
         config: dict[str, Any] | None = None,
         timeout_ms: int = 30_000,
         roles: tuple[str, ...] | None = None,
+        policy_entry: PluginPolicy | None = None,
+        resolution: Resolution | None = None,
     ) -> None:
         self.plugin_id = manifest.id
         self.manifest = manifest
         self.granted = granted
-        self.config: dict[str, Any] = dict(config or {})
+        # A dict, or the plugin's config model instance when it declared one.
+        self.config: Any = dict(config or {})
         self.log = logging.getLogger(f"tether.plugin.{manifest.id}")
         self._services = services
         self._timeout_ms = timeout_ms
@@ -75,6 +98,17 @@ class Context:
         self.storage = PluginStorage(self)
         self.events = PluginEvents(self)
         self.tools = PluginTools(self)
+        self.scheduler = PluginScheduler(self)
+        self.notifications = PluginNotifications(self)
+        self.config_keys = PluginConfigKeys(self)
+        self.db = PluginDb(self)
+        self.memory = PluginMemory(self)
+        self.users = PluginUsers(self)
+        self.secrets = PluginSecrets(self)
+        # The operator's entry and the resolved grant, for services with per-plugin settings.
+        self.policy_entry = policy_entry
+        self.resolution = resolution
+        self.http = PluginHttp(self)
 
     def require(self, capability: str, action: str = "") -> None:
         """Raise (and audit) unless `capability` is granted."""
@@ -91,6 +125,11 @@ class Context:
     def has(self, capability: str) -> bool:
         """True when `capability` is granted (for plugins that degrade gracefully)."""
         return capability in self.granted
+
+    def _spend(self, operation: str) -> None:
+        """Charge one service operation (storage, http, ...) to the plugin's rate limit;
+        raises RateLimitedError. Facades call it per operation, never for registrations."""
+        self._services.ratelimit.spend(self.plugin_id, operation)
 
     # Registration surfaces -----------------------------------------------------------
 
@@ -162,8 +201,10 @@ class PluginStorage:
         namespace: str = "default",
     ) -> Any | None:
         self._ctx.require("storage.read", "storage.get")
+        self._ctx._spend("storage.get")
         s, u, ns = self._address(scope, user, namespace)
-        return self._ctx._services.storage.get(self._ctx.plugin_id, s, u, ns, self._key(key))
+        st = self._ctx._services.storage
+        return await st.aget(self._ctx.plugin_id, s, u, ns, self._key(key))
 
     async def set(
         self,
@@ -175,8 +216,10 @@ class PluginStorage:
         namespace: str = "default",
     ) -> None:
         self._ctx.require("storage.write", "storage.set")
+        self._ctx._spend("storage.set")
         s, u, ns = self._address(scope, user, namespace)
-        self._ctx._services.storage.set(self._ctx.plugin_id, s, u, ns, self._key(key), value)
+        st = self._ctx._services.storage
+        await st.aset(self._ctx.plugin_id, s, u, ns, self._key(key), value)
 
     async def delete(
         self,
@@ -187,8 +230,10 @@ class PluginStorage:
         namespace: str = "default",
     ) -> bool:
         self._ctx.require("storage.write", "storage.delete")
+        self._ctx._spend("storage.delete")
         s, u, ns = self._address(scope, user, namespace)
-        return self._ctx._services.storage.delete(self._ctx.plugin_id, s, u, ns, self._key(key))
+        st = self._ctx._services.storage
+        return await st.adelete(self._ctx.plugin_id, s, u, ns, self._key(key))
 
     async def list(
         self,
@@ -199,15 +244,25 @@ class PluginStorage:
         namespace: str = "default",
     ) -> list[str]:
         self._ctx.require("storage.read", "storage.list")
+        self._ctx._spend("storage.list")
         s, u, ns = self._address(scope, user, namespace)
-        return self._ctx._services.storage.list(self._ctx.plugin_id, s, u, ns, prefix)
+        st = self._ctx._services.storage
+        return await st.alist(self._ctx.plugin_id, s, u, ns, prefix)
 
     async def clear(
         self, *, scope: Scope = "plugin", user: str | None = None, namespace: str = "default"
     ) -> int:
         self._ctx.require("storage.write", "storage.clear")
+        self._ctx._spend("storage.clear")
         s, u, ns = self._address(scope, user, namespace)
-        return self._ctx._services.storage.clear(self._ctx.plugin_id, s, u, ns)
+        st = self._ctx._services.storage
+        return await st.aclear(self._ctx.plugin_id, s, u, ns)
+
+    async def usage(self) -> StorageUsage:
+        """Keys and bytes the plugin holds (all scopes, users, namespaces) and its quotas."""
+        self._ctx.require("storage.read", "storage.usage")
+        self._ctx._spend("storage.usage")
+        return await self._ctx._services.storage.ausage(self._ctx.plugin_id)
 
 
 class PluginEvents:

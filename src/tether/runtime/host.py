@@ -19,7 +19,7 @@ from tether.contract.errors import (
     UnknownToolError,
 )
 from tether.contract.policy import Policy, resolve
-from tether.contract.types import Caller, ToolCall, ToolInfo, ToolResult
+from tether.contract.types import Caller, NotificationResult, ToolCall, ToolInfo, ToolResult
 from tether.contract.validation import did_you_mean
 from tether.runtime import inprocess
 from tether.runtime.activation import apply_declarations, run_lifecycle
@@ -34,6 +34,7 @@ from tether.runtime.discovery import (
     rescan,
 )
 from tether.runtime.dispatch import execute
+from tether.runtime.facades_data import apply_config_model, open_data_services, run_migrations
 from tether.runtime.hooks import Hooks
 from tether.runtime.lifecycle import ALLOWED, PluginRecord, State
 from tether.runtime.ordering import load_order
@@ -43,8 +44,12 @@ from tether.runtime.watchdog import BlockReport, Watchdog
 from tether.services.audit import AuditLog
 from tether.services.calls import call_plugin
 from tether.services.database import Database
+from tether.services.egress import EgressService
 from tether.services.events import EventBus
-from tether.services.storage import SqliteStorage
+from tether.services.notify import NotificationBus
+from tether.services.ratelimit import RateLimiter, rates_from_policy
+from tether.services.scheduler import Clock, Scheduler, SystemClock
+from tether.services.storage import open_storage, quotas_from_policy
 
 log = logging.getLogger("tether.host")
 
@@ -54,7 +59,8 @@ class Host:
 
     `config` is a path to a `tether.toml`, a `Policy`, or None (the usual lookup: `$TETHER_CONFIG`,
     then `./tether.toml`). `plugins` are plugin objects passed in code; they activate after
-    folder and package plugins, and passing them is the operator's approval.
+    folder and package plugins, and passing them is the operator's approval. `clock` drives
+    the scheduler and notification back-offs (a `ManualClock` in tests; default: wall clock).
     """
 
     def __init__(
@@ -64,6 +70,7 @@ class Host:
         plugins: Sequence[Plugin] = (),
         base_dir: str | Path | None = None,
         discover: bool = True,
+        clock: Clock | None = None,
     ) -> None:
         if isinstance(config, HostConfig):
             self.config = config
@@ -79,6 +86,7 @@ class Host:
         self._code_owners: dict[CodeType, str] = {}  # registered functions -> plugin id
         self._started = False
         self.db: Database | None = None
+        self.clock: Clock = clock or SystemClock()
 
     # Start and stop ------------------------------------------------------------------
 
@@ -91,14 +99,41 @@ class Host:
         self.audit = AuditLog(self.db)
         self.events = EventBus(on_error=self._handler_failed)
         self.events.loop = asyncio.get_running_loop()
+        self.scheduler = Scheduler(
+            self.clock,
+            events=self.events,
+            on_error=lambda pid, job, msg: self._note_error(pid, f"job {job} failed: {msg}"),
+        )
+        self.scheduler.loop = self.events.loop
+        self.notifications = NotificationBus(
+            self.clock, on_error=lambda pid, kind, msg: self._note_error(pid, msg)
+        )
         self.hooks = Hooks(on_error=self._hook_failed)
         self.registry = Registry(self.hooks)
+        try:
+            storage = await open_storage(
+                settings.storage_backend,
+                self.db,
+                settings.redis_url,
+                quotas_from_policy(self.config.policy),
+            )
+        except Exception:
+            self.db.close()  # e.g. Redis unreachable: the host does not start
+            raise
+        self.data = open_data_services(self.config, self.db, self.events, self.audit)
+        self.config_keys, self.secrets = self.data.config_keys, self.data.secrets
+        self.memory, self.users = self.data.memory, self.data.users
         self.services = HostServices(
             registry=self.registry,
             events=self.events,
+            scheduler=self.scheduler,
+            notifications=self.notifications,
             audit=self.audit,
-            storage=SqliteStorage(self.db),
+            storage=storage,
+            ratelimit=RateLimiter(rates_from_policy(self.config.policy)),
+            egress=EgressService(self.audit, base_dir=self.config.base_dir),
             execute_tool=self._execute_for_plugin,
+            data=self.data,
         )
         self.watchdog = Watchdog(
             settings.watchdog_ms / 1000,
@@ -122,9 +157,13 @@ class Host:
             for rec in sorted(self.records.values(), key=lambda r: -r.rank):
                 if rec.state in (State.ACTIVE, State.DISABLED):
                     await self.unload(rec.id)
+        await self.scheduler.close()
         await self.events.drain(timeout=self.config.policy.host.teardown_timeout_ms / 1000)
         self.events.cancel_pending()
         self.watchdog.stop()
+        await self.services.egress.aclose()
+        await self.services.storage.aclose()
+        self.data.close()
         assert self.db is not None
         self.db.close()
         self._started = False
@@ -252,12 +291,19 @@ class Host:
             config=entry.config if entry else {},
             timeout_ms=res.timeout_ms,
             roles=res.roles,
+            policy_entry=entry,
+            resolution=res,
         )
+        problem = apply_config_model(plugin, ctx, entry.config if entry else {})
+        if problem is not None:
+            self._fail(rec, RefusalReason.INVALID_CONFIG, problem)
+            return False
         rec.context, plugin._context = ctx, ctx
         timeout = self.config.policy.host.teardown_timeout_ms / 1000
         try:
             with self.registry.batch():
                 rec.warnings = apply_declarations(plugin, ctx)
+                rec.warnings += await run_migrations(plugin, ctx, cand.folder)
                 failure = await run_lifecycle(plugin, "load", timeout, ctx)
                 if failure is None and reenable:
                     failure = await run_lifecycle(plugin, "enable", timeout)
@@ -280,6 +326,9 @@ class Host:
         """Remove everything a plugin registered; never fails."""
         self.registry.remove_plugin(rec.id)
         self.events.unsubscribe_plugin(rec.id)
+        self.scheduler.cancel_plugin(rec.id)
+        self.notifications.remove_plugin(rec.id)
+        self.data.forget(rec.id)
         if rec.plugin is not None:
             rec.plugin._context = None
 
@@ -400,6 +449,13 @@ class Host:
         self, name: str, arguments: dict[str, Any], caller: Caller
     ) -> ToolResult:
         return await self.call_tool(name, arguments, caller=caller)
+
+    async def notify(
+        self, kind: str, recipient: str, text: str, metadata: dict[str, Any] | None = None
+    ) -> NotificationResult:
+        """Send through the notification channel of `kind` (retries, circuit breaker); a
+        failure comes back as an error result, never raised."""
+        return await self.notifications.send(kind, recipient, text, metadata, sender="host")
 
     # Prompts, commands, skills ----------------------------------------------------------
 
@@ -533,4 +589,5 @@ def _declared_code(plugin: Plugin) -> list[CodeType]:
     fns += [fn for _, fn in d.hooks] + [fn for _, fn in d.events]
     fns += [c.fn for c in d.commands] + [p for p in d.prompts if callable(p)]
     fns += [fn for handlers in d.lifecycle.values() for fn in handlers]
+    fns += [j.fn for j in d.jobs] + [fn for _, fn in d.channels]
     return [code for fn in fns if isinstance(code := getattr(fn, "__code__", None), CodeType)]
