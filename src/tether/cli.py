@@ -1,4 +1,4 @@
-"""The `tether` command line: check, list, tools, call, audit.
+"""The `tether` command line: check, list, tools, call, audit, egress, config, run, chat.
 
 Exit codes: 0 success; 1 a problem was found or a tool failed; 2 usage errors (bad
 arguments, bad JSON, unknown tool).
@@ -11,20 +11,23 @@ import datetime as dt
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from tether import cli_agent
+from tether.cli_support import ConfigOpt, JsonOpt, err, out
+from tether.cli_support import load_or_exit as _config
+from tether.cli_support import with_host as _with_host
 from tether.contract.capabilities import root_equivalent_sets
-from tether.contract.errors import PolicyError, Problem, RefusalReason, UnknownToolError
+from tether.contract.errors import Problem, RefusalReason, UnknownToolError
 from tether.contract.hosts import HostAllowlist, HostPatternError
 from tether.contract.policy import approval_lines, resolve
-from tether.runtime.config import HostConfig, load_config
+from tether.runtime.config import HostConfig
 from tether.runtime.discovery import (
     Candidate,
     discover_folders,
@@ -46,44 +49,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Path to tether.toml (default: ./tether.toml)."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-
 T = TypeVar("T")
-
-
-def _config(path: Path | None) -> HostConfig:
-    try:
-        return load_config(path)
-    except PolicyError as exc:
-        for p in exc.problems:
-            err.print(str(p), markup=False)
-        raise typer.Exit(1) from None
-
-
-def _with_host(path: Path | None, work: Callable[[Host], Awaitable[T]], quiet: bool = False) -> T:
-    """Start a host, run `work`, stop the host; a spinner shows while plugins load."""
-    config = _config(path)
-
-    async def main() -> T:
-        host = Host(config)
-        if quiet:
-            await host.start()
-        else:
-            with err.status("loading plugins…"):
-                await host.start()
-        try:
-            return await work(host)
-        finally:
-            await host.stop()
-
-    return asyncio.run(main())
 
 
 @app.command()
@@ -455,6 +421,10 @@ def config_list(
         shown = "(unset)" if e.value is None else e.value + (" (default)" if e.is_default else "")
         table.add_row(e.name, e.scope, shown, e.description)
     out.print(table)
+
+
+app.command("run")(cli_agent.run)
+app.command("chat")(cli_agent.chat)
 
 
 def main() -> None:

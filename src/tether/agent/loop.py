@@ -268,6 +268,28 @@ class Agent:
         self.strategy: LoopStrategy = strategy or DefaultStrategy()
         self.buses: dict[str, MessageBus] = {}
         self.runs: dict[str, RunHandle] = {}
+        # Plugins reach this agent (sessions, tasks) through the host's agent port.
+        host.services.agents.port = self
+
+    # The agent port (what plugins may reach, behind their capabilities) ----------------
+
+    def submit(
+        self, prompt: str, *, session_id: str | None, caller: Caller
+    ) -> tuple[str, str | None]:
+        handle = self.start(prompt, session_id=session_id, caller=caller)
+        return handle.run_id, handle.session_id
+
+    def append_display(self, session_id: str, message: Message) -> None:
+        self.bus(session_id).append(message)
+
+    def inject_next(self, session_id: str, message: Message) -> None:
+        self.bus(session_id).inject_next(message)
+
+    def history(self, session_id: str) -> list[Message]:
+        return self.sessions.load(session_id) if self.sessions else []
+
+    def session_ids(self) -> list[str]:
+        return [s.id for s in self.sessions.list()] if self.sessions else []
 
     def bus(self, session_id: str) -> MessageBus:
         """The message bus of a session (created on first use)."""

@@ -152,10 +152,43 @@ class PluginPolicy(_Strict):
         return v
 
 
+class AgentSettings(_Strict):
+    """`[agent]`: the provider, model and limits of agent runs.
+
+    `$TETHER_BASE_URL`, `$TETHER_MODEL` and `$TETHER_API_KEY` override the file; the API key
+    is otherwise read from the variable named by `api_key_env`, never from the file.
+    """
+
+    provider: str = "openai"
+    base_url: str = "http://127.0.0.1:11434/v1"
+    model: str = "llama3.2"
+    api_key_env: str = "OPENAI_API_KEY"
+    system_prompt: str = ""
+    strategy: str = "default"
+    max_turns: int = Field(default=20, ge=1, le=1000)
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    token_budget: int | None = Field(default=None, ge=1)
+    cost_budget: float | None = Field(default=None, gt=0)
+    prompt_price: float = Field(default=0.0, ge=0)
+    completion_price: float = Field(default=0.0, ge=0)
+    timeout_s: float | None = Field(default=None, gt=0)
+    idle_timeout_s: float = Field(default=60.0, gt=0)
+    retries: int = Field(default=3, ge=0, le=10)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"{v!r} must be an http(s) URL like http://127.0.0.1:11434/v1")
+        return v
+
+
 class Policy(_Strict):
     """The whole of `tether.toml`."""
 
     host: HostSettings = HostSettings()
+    agent: AgentSettings = AgentSettings()
     plugins: dict[str, PluginPolicy] = {}
 
     @field_validator("plugins")
@@ -169,6 +202,7 @@ class Policy(_Strict):
 POLICY_KEYS: dict[str, tuple[str, ...]] = {
     "": tuple(Policy.model_fields),
     "host": tuple(HostSettings.model_fields),
+    "agent": tuple(AgentSettings.model_fields),
 }
 
 

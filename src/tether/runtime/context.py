@@ -11,7 +11,7 @@ import inspect
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tether.contract.errors import CapabilityViolationError, RegistrationError
@@ -26,6 +26,13 @@ from tether.contract.manifest import Manifest
 from tether.contract.policy import PluginPolicy, Resolution
 from tether.contract.types import Caller, ToolInfo, ToolResult
 from tether.contract.validation import did_you_mean
+from tether.runtime.agent_port import (
+    AgentRegistry,
+    PluginProviders,
+    PluginSessions,
+    PluginStrategies,
+    PluginTasks,
+)
 from tether.runtime.dispatch import RegisteredTool
 from tether.runtime.facades_data import (
     DataServices,
@@ -68,6 +75,8 @@ class HostServices:
     execute_tool: ToolExecutor
     data: DataServices | None = None
     """Config keys, secrets, scoped SQL, memory and users (runtime/facades_data.py)."""
+    agents: AgentRegistry = field(default_factory=AgentRegistry)
+    """Plugins' providers and strategies, and the attached agent loop (runtime/agent_port.py)."""
 
 
 class Context:
@@ -109,6 +118,10 @@ class Context:
         self.policy_entry = policy_entry
         self.resolution = resolution
         self.http = PluginHttp(self)
+        self.providers = PluginProviders(self, services.agents)
+        self.agents = PluginStrategies(self, services.agents)
+        self.sessions = PluginSessions(self, services.agents)
+        self.tasks = PluginTasks(self, services.agents)
 
     def require(self, capability: str, action: str = "") -> None:
         """Raise (and audit) unless `capability` is granted."""

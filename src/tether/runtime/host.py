@@ -329,6 +329,7 @@ class Host:
         self.scheduler.cancel_plugin(rec.id)
         self.notifications.remove_plugin(rec.id)
         self.data.forget(rec.id)
+        self.services.agents.remove_plugin(rec.id)
         if rec.plugin is not None:
             rec.plugin._context = None
 
