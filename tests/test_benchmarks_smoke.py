@@ -43,3 +43,21 @@ def test_quick_run_exits_zero_and_reports_every_benchmark(tmp_path: Path) -> Non
         assert prefix in summary, f"summary has no {prefix.strip('| ')} row:\n{summary}"
     assert "not judged" in summary  # a quick run does not pretend to meet or miss targets
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.timeout(55)
+def test_agent_benchmark_quick_run_reports_both_providers(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_agent.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=50,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for row in (
+        "| scripted server, HTTP | no plugins |",
+        "| scripted server, HTTP | 10 plugins, every hook |",
+        "| in-process | 10 plugins, every hook |",
+    ):
+        assert row in proc.stdout, proc.stdout

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.contract.types import Event, RunEnd, RunEndResult, RunStart, RunStartResult
-from tether.services.calls import call_plugin
+from tether.services.calls import PluginCrash, is_async_callable
 
 log = logging.getLogger("tether.events")
 
@@ -23,6 +23,22 @@ class Subscription:
     event: str
     plugin_id: str
     handler: Callable[..., Any]
+    is_async: bool
+    """Resolved once at subscription: inspecting a callable costs more than most calls."""
+
+    async def call(self, event: Any, *, inline: bool) -> Any:
+        """Await the handler; a sync one runs inline or in a worker thread. A plugin's
+        `SystemExit` or `KeyboardInterrupt` becomes `PluginCrash`, never the host's exit."""
+        try:
+            if self.is_async:
+                return await self.handler(event)
+            if inline:
+                return self.handler(event)
+            return await asyncio.to_thread(self.handler, event)
+        except (asyncio.CancelledError, Exception):
+            raise
+        except BaseException as exc:
+            raise PluginCrash(exc) from None
 
 
 @dataclass(slots=True)
@@ -54,7 +70,7 @@ class EventBus:
         """The host's loop, for emits from worker threads; set when the host starts."""
 
     def subscribe(self, event: str, plugin_id: str, handler: Callable[..., Any]) -> Subscription:
-        sub = Subscription(event, plugin_id, handler)
+        sub = Subscription(event, plugin_id, handler, is_async_callable(handler))
         self._subs[event] = (*self._subs.get(event, ()), sub)
         return sub
 
@@ -105,7 +121,7 @@ class EventBus:
     async def _deliver(self, sub: Subscription, event: Event) -> None:
         try:
             async with asyncio.timeout(self.handler_timeout):
-                await call_plugin(sub.handler, event)
+                await sub.call(event, inline=False)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -157,9 +173,13 @@ class EventBus:
         return out
 
     async def _intercept(self, sub: Subscription, event: Any) -> Any:
+        # Interceptors are on every run's path, like hooks: sync ones run inline (a thread
+        # hop per handler would cost more than most handlers do), async ones under a timeout.
         try:
+            if not sub.is_async:
+                return await sub.call(event, inline=True)
             async with asyncio.timeout(self.handler_timeout):
-                return await call_plugin(sub.handler, event)
+                return await sub.call(event, inline=True)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
