@@ -591,3 +591,30 @@ async def test_a_custom_strategy_drives_the_turns(tmp_path: Path, llm: FakeLLM) 
         "role": "user",
         "content": "Now carry out: 1. look 2. answer",
     }
+
+
+async def test_a_tool_can_ask_the_user_and_the_question_fans_out(
+    tmp_path: Path, llm: FakeLLM
+) -> None:
+    asked: list[Any] = []
+    p = Plugin(id="asker", name="Asker", capabilities=["tools.register", "events.subscribe"])
+
+    @p.tool
+    async def clarify(question: str) -> str:
+        """Ask the user something."""
+        info = current_run()
+        assert info is not None
+        info.ask_user(question, ["yes", "no"])
+        return "asked; the answer arrives as the next user message"
+
+    p.on("task.ask_user")(lambda event: asked.append(event.data))
+    llm.add(
+        Reply(tool_calls=[("plugin_asker_clarify", '{"question": "Proceed?"}')]), Reply("Waiting.")
+    )
+    async with agent_for(tmp_path, llm, p) as agent:
+        handle = agent.start("do it")
+        result = await handle.wait()
+        await agent.host.events.drain()
+    events = [e.data for e in handle.history if e.kind == "ask_user"]
+    assert events == [{"question": "Proceed?", "options": ["yes", "no"]}]
+    assert asked and asked[0]["question"] == "Proceed?" and asked[0]["run_id"] == result.run_id

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -79,6 +80,12 @@ class RunInfo:
     session_id: str | None
     caller: Caller
     env: dict[str, str]
+    _emit: Callable[..., None] = field(repr=False, compare=False, default=lambda *a, **k: None)
+
+    def ask_user(self, question: str, options: list[str] | None = None) -> None:
+        """Put a question to the user: an `ask_user` session event (and `task.ask_user` for
+        plugins), which chat surfaces show; the answer comes back as the next user turn."""
+        self._emit("ask_user", question=question, options=list(options or []))
 
 
 _CURRENT: contextvars.ContextVar[RunInfo | None] = contextvars.ContextVar(
@@ -347,7 +354,8 @@ class Agent:
                     run, RunEndReason.BLOCKED, "", start.block_reason, blocked_by=start.blocked_by
                 )
             env = self._env(run.caller, start.env)
-            token = _CURRENT.set(RunInfo(h.run_id, h.session_id, run.caller, env))
+            ask = functools.partial(self._emit, run)
+            token = _CURRENT.set(RunInfo(h.run_id, h.session_id, run.caller, env, ask))
             try:
                 reason, reply, error = await self._turns(run, text, start.system_prompt)
             finally:
