@@ -1,0 +1,1 @@
+"""`tether serve`: the HTTP server (REST API, plugin routes, MCP gateway, dashboard)."""
