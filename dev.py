@@ -7,6 +7,7 @@ runs the example host or the whole test suite (lint, types, tests, docs examples
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -37,9 +38,10 @@ def ensure_env() -> None:
 
 
 def serve(args: list[str]) -> None:
-    # Until the HTTP server lands, the main job is loading the examples and calling a tool.
-    run(BIN / "tether", "list", *args)
-    run(BIN / "tether", "call", "plugin_echo_echo", '{"text": "hello from Tether", "times": 2}')
+    """`tether serve` with the example plugins (./tether.toml) on the embedded SQLite store;
+    extra arguments go to `tether serve` (e.g. --port 9000). Stop it with Ctrl+C."""
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C reaches `tether serve` too
+        run(BIN / "tether", "serve", "--config", ROOT / "tether.toml", *args)
 
 
 def test(args: list[str]) -> None:

@@ -90,3 +90,23 @@ async def test_skills_resolve_inside_the_plugin_folder(tmp_path: Path) -> None:
         ((pid, path),) = host.skills()
     assert pid == "skilled"
     assert (path / "SKILL.md").read_text() == "# Forecasting\n"
+
+
+async def test_unknown_tool_hints_never_name_tools_the_caller_cannot_see(tmp_path: Path) -> None:
+    from tether import Caller, UnknownToolError
+
+    hidden = Plugin(id="vault", name="Vault", capabilities=["tools.register"], roles=["admin"])
+    hidden.tool(name="open_vault")(lambda: "x")
+    async with Host(Policy(), base_dir=tmp_path, plugins=[hidden], discover=False) as host:
+        try:
+            await host.call_tool(
+                "plugin_vault_open_vaul", {}, caller=Caller("bob", frozenset({"member"}))
+            )
+        except UnknownToolError as exc:
+            member_message = str(exc)
+        try:
+            await host.call_tool("plugin_vault_open_vaul", {})
+        except UnknownToolError as exc:
+            operator_message = str(exc)
+    assert "did you mean" not in member_message and "open_vault" not in member_message
+    assert 'did you mean "plugin_vault_open_vault"' in operator_message

@@ -19,7 +19,7 @@ import typer
 from rich.logging import RichHandler
 from rich.table import Table
 
-from tether import cli_agent
+from tether import cli_agent, cli_mcp, cli_serve
 from tether.cli_support import ConfigOpt, JsonOpt, err, out
 from tether.cli_support import load_or_exit as _config
 from tether.cli_support import with_host as _with_host
@@ -425,6 +425,8 @@ def config_list(
 
 app.command("run")(cli_agent.run)
 app.command("chat")(cli_agent.chat)
+app.command("mcp")(cli_mcp.mcp)
+app.command("serve")(cli_serve.serve)
 
 
 def main() -> None:

@@ -42,13 +42,17 @@ from tether.runtime.facades_data import (
     PluginUsers,
 )
 from tether.runtime.facades_jobs import PluginNotifications, PluginScheduler
+from tether.runtime.facades_routes import PluginRoutes
 from tether.runtime.http_facade import PluginHttp, PluginSecrets
+from tether.runtime.mcp_facade import PluginMcp
 from tether.runtime.registry import Registry, full_tool_name
 from tether.runtime.schema import compile_validator, derive_tool_signature
+from tether.runtime.widgets import PluginWidgets, WidgetRegistry
 from tether.services.audit import AuditLog
 from tether.services.calls import is_async_callable
 from tether.services.egress import EgressService
 from tether.services.events import EventBus, Subscription
+from tether.services.mcp_client import McpClients
 from tether.services.notify import NotificationBus
 from tether.services.ratelimit import RateLimiter
 from tether.services.scheduler import Scheduler
@@ -77,6 +81,10 @@ class HostServices:
     """Config keys, secrets, scoped SQL, memory and users (runtime/facades_data.py)."""
     agents: AgentRegistry = field(default_factory=AgentRegistry)
     """Plugins' providers and strategies, and the attached agent loop (runtime/agent_port.py)."""
+    mcp: McpClients = field(default_factory=McpClients)
+    """Plugins' MCP server connections and per-run MCP tokens (services/mcp_client.py)."""
+    widgets: WidgetRegistry = field(default_factory=WidgetRegistry)
+    """Plugins' dashboard widgets (runtime/widgets.py)."""
 
 
 class Context:
@@ -122,6 +130,9 @@ class Context:
         self.agents = PluginStrategies(self, services.agents)
         self.sessions = PluginSessions(self, services.agents)
         self.tasks = PluginTasks(self, services.agents)
+        self.mcp = PluginMcp(self, services.mcp)
+        self.widgets = PluginWidgets(self)
+        self.routes = PluginRoutes(self)
 
     def require(self, capability: str, action: str = "") -> None:
         """Raise (and audit) unless `capability` is granted."""

@@ -161,6 +161,7 @@ class Host:
         await self.events.drain(timeout=self.config.policy.host.teardown_timeout_ms / 1000)
         self.events.cancel_pending()
         self.watchdog.stop()
+        await self.services.mcp.aclose()
         await self.services.egress.aclose()
         await self.services.storage.aclose()
         self.data.close()
@@ -330,6 +331,8 @@ class Host:
         self.notifications.remove_plugin(rec.id)
         self.data.forget(rec.id)
         self.services.agents.remove_plugin(rec.id)
+        self.services.mcp.remove_plugin(rec.id)  # stdio MCP subprocesses end
+        self.services.widgets.remove_plugin(rec.id)
         if rec.plugin is not None:
             rec.plugin._context = None
 
@@ -411,7 +414,7 @@ class Host:
         """
         who = caller or Caller.operator()
         if not self._visible(name, who):
-            raise UnknownToolError(self._unknown_message(name))
+            raise UnknownToolError(self._unknown_message(name, who))
         if not isinstance(arguments, dict):
             return ToolResult.error(f"{name}: arguments must be a JSON object")
         call = ToolCall(name, arguments, call_id)
@@ -422,7 +425,7 @@ class Host:
         call = verdict
         tool = self.registry.tools.get(call.name)
         if tool is None or not tool.visible_to(who):
-            raise UnknownToolError(self._unknown_message(call.name))
+            raise UnknownToolError(self._unknown_message(call.name, who))
         self.events.emit("tool.before_execute", {"tool": call.name, "caller": who.id})
         result = await execute(
             tool,
@@ -442,8 +445,10 @@ class Host:
         tool = self.registry.tools.get(name)
         return tool is not None and tool.visible_to(caller)
 
-    def _unknown_message(self, name: str) -> str:
-        hint = did_you_mean(name, self.registry.tools)
+    def _unknown_message(self, name: str, caller: Caller) -> str:
+        # Suggest only names the caller may see: a hint must not reveal hidden tools.
+        visible = [t.name for t in self.registry.tools.values() if t.visible_to(caller)]
+        hint = did_you_mean(name, visible)
         return f"no tool named {name!r}{hint}; `tether tools` lists them"
 
     async def _execute_for_plugin(
