@@ -161,6 +161,9 @@ async def serve(
             else:
                 say(f"no agent: {agent_error}; runs answer 503")
             say(_token_note(config.data_dir, token, created))
+            if created:
+                # The fragment never reaches the server; the dashboard stores it and clears it.
+                say(f"open the dashboard: http://{shown}:{bound_port}/#token={token}")
             say("press Ctrl+C to stop")
 
         uv_config = uvicorn.Config(
