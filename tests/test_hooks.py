@@ -501,3 +501,23 @@ async def test_hook_without_capability_is_skipped_with_warning(tmp_path: Path) -
         assert any("before_tool_call" in w and "hooks.tools" in w for w in warnings)
         violations = host.audit.read(plugin="nocap", kind="capability_violation")
         assert violations and violations[0].detail["capability"] == "hooks.tools"
+
+
+async def test_a_function_shared_by_two_plugins_is_blamed_on_the_right_one(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def shared(prompt: str) -> str:
+        calls.append(prompt)
+        if len(calls) == 2:
+            raise RuntimeError("second registration fails")
+        return prompt
+
+    first = Plugin(id="first", name="First", capabilities=["hooks.model"])
+    second = Plugin(id="second", name="Second", capabilities=["hooks.model"])
+    first.transform_system_prompt(shared)
+    second.transform_system_prompt(shared)
+    async with Host(Policy(), base_dir=tmp_path, plugins=[first, second], discover=False) as host:
+        assert await host.hooks.transform_system_prompt("p") == "p"
+        errors = {p["id"]: p["error"] for p in host.plugins()}
+    assert errors["first"] is None
+    assert "second registration fails" in (errors["second"] or "")

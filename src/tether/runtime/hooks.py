@@ -108,12 +108,35 @@ class HookPlan:
 
     @classmethod
     def build(cls, name: str, entries: list[tuple[str, Callable[..., Any]]]) -> HookPlan:
-        fns = tuple(fn for _, fn in entries)
+        # Failures are attributed by function object, so a function that two plugins both
+        # registered gets a distinct wrapper for each later registration (rare; no cost
+        # to the usual case).
+        seen: set[Callable[..., Any]] = set()
+        distinct: list[tuple[str, Callable[..., Any]]] = []
+        for pid, fn in entries:
+            distinct.append((pid, _wrap(fn) if fn in seen else fn))
+            seen.add(fn)
+        fns = tuple(fn for _, fn in distinct)
         flags = tuple(_is_async(fn) for fn in fns)
-        return cls(name, fns, flags, {fn: pid for pid, fn in entries}, any(flags))
+        return cls(name, fns, flags, {fn: pid for pid, fn in distinct}, any(flags))
 
     def __bool__(self) -> bool:
         return bool(self.fns)
+
+
+def _wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A new function object that behaves exactly like `fn` (sync or async)."""
+    if _is_async(fn):
+
+        async def async_twin(*args: Any) -> Any:
+            return await fn(*args)
+
+        return async_twin
+
+    def twin(*args: Any) -> Any:
+        return fn(*args)
+
+    return twin
 
 
 class Hooks:
