@@ -163,6 +163,8 @@ def list_plugins(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
             out.print(f"{p['id']}: warning: {w}", markup=False)
         for r in p["root_equivalent"]:
             out.print(f"{p['id']}: warning: root-equivalent grant {r}", markup=False)
+        if p.get("confinement"):
+            out.print(f"{p['id']}: confined: {', '.join(p['confinement'])}", markup=False)
 
 
 @app.command()

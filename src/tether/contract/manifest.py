@@ -110,6 +110,31 @@ class ManifestLimits(_Strict):
     memory_mb: int | None = Field(default=None, ge=16, le=65_536)
 
 
+_TOOL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class ManifestTool(_Strict):
+    """A tool a wasm component implements, listed in the manifest (it cannot register)."""
+
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+
+    @field_validator("name")
+    @classmethod
+    def _tool_name(cls, v: str) -> str:
+        if not _TOOL_NAME.fullmatch(v):
+            raise ValueError(f"tool name {v!r} must be lowercase letters, digits and _")
+        return v
+
+    @field_validator("input_schema")
+    @classmethod
+    def _tool_schema(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if v.get("type", "object") != "object":
+            raise ValueError('must be a JSON Schema with "type" = "object"')
+        return v
+
+
 class Manifest(_Strict):
     """A validated plugin manifest."""
 
@@ -133,6 +158,10 @@ class Manifest(_Strict):
     config_schema: dict[str, Any] | None = None
     mtls_secrets: tuple[str, ...] = ()
     limits: ManifestLimits = ManifestLimits()
+    tools: tuple[ManifestTool, ...] = ()
+    """wasm tier only: the component's tools (name, description, input_schema)."""
+    ingress: tuple[str, ...] = ()
+    """wasm tier only: the ingress names the component handles."""
 
     @field_validator(
         "capabilities",
@@ -142,6 +171,8 @@ class Manifest(_Strict):
         "env",
         "roles",
         "mtls_secrets",
+        "tools",
+        "ingress",
         mode="before",
     )
     @classmethod
@@ -273,6 +304,21 @@ class Manifest(_Strict):
         _no_duplicates(v)
         return v
 
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, v: tuple[ManifestTool, ...]) -> tuple[ManifestTool, ...]:
+        _no_duplicates(tuple(t.name for t in v))
+        return v
+
+    @field_validator("ingress")
+    @classmethod
+    def _ingress(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not _TOOL_NAME.fullmatch(name):
+                raise ValueError(f"ingress name {name!r} must be lowercase letters, digits and _")
+        _no_duplicates(v)
+        return v
+
     @field_validator("config_schema")
     @classmethod
     def _config_schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -303,6 +349,7 @@ MANIFEST_KEYS: dict[str, tuple[str, ...]] = {
     "": tuple(f.alias or name for name, f in Manifest.model_fields.items()),
     "limits": tuple(ManifestLimits.model_fields),
     "env": ("from", "as"),
+    "tools": tuple(ManifestTool.model_fields),
 }
 
 
@@ -340,6 +387,10 @@ def _cross_problems(doc: dict[str, Any], where: str) -> list[Problem]:
             "or remove route_prefix"
         )
         out.append(Problem(where, "route_prefix", msg))
+    for key in ("tools", "ingress"):
+        if listed(key) and doc.get("tier") != "wasm":
+            msg = 'only a wasm component lists its tools and ingress; set tier = "wasm"'
+            out.append(Problem(where, key, msg))
     if listed("mtls_secrets") and "secrets.mtls" not in caps:
         msg = (
             'declared without the "secrets.mtls" capability; add it to capabilities or '

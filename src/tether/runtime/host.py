@@ -18,7 +18,7 @@ from tether.contract.errors import (
     ToolInputError,
 )
 from tether.contract.policy import Policy, resolve
-from tether.runtime import inprocess
+from tether.runtime import inprocess, tiers
 from tether.runtime.activation import apply_declarations, run_lifecycle
 from tether.runtime.config import HostConfig, load_config
 from tether.runtime.context import Context, HostServices
@@ -153,6 +153,8 @@ class Host(HostCalls):
             for rec in sorted(self.records.values(), key=lambda r: -r.rank):
                 if rec.state in (State.ACTIVE, State.DISABLED):
                     await self.unload(rec.id)
+                elif rec.plugin is not None:  # activation failed: release its worker
+                    await tiers.unload_plugin(rec)
         await self.scheduler.close()
         await self.events.drain(timeout=self.config.policy.host.teardown_timeout_ms / 1000)
         self.events.cancel_pending()
@@ -230,11 +232,12 @@ class Host(HostCalls):
             else:
                 self._fail(rec, reason, msg)
             return False
-        if res.tier != "inprocess":
+        if res.tier not in tiers.available_tiers():
+            usable = " or ".join(f'"{t}"' for t in sorted(tiers.available_tiers()))
             self._fail(
                 rec,
                 RefusalReason.POLICY_VIOLATION,
-                f'tier {res.tier!r} is not available in this build; use tier = "inprocess"',
+                f"tier {res.tier!r} is not available in this build; use tier = {usable}",
             )
             return False
         problem = self._config_problem(cand, entry.config if entry else {})
@@ -271,14 +274,15 @@ class Host(HostCalls):
         self._set_state(rec, State.LOADING)
         if rec.plugin is None:
             try:
-                rec.plugin = inprocess.import_plugin(cand)
-            except inprocess.PluginImportError as exc:
+                rec.plugin = await tiers.load_plugin(cand, res, self)
+            except tiers.PluginImportError as exc:
                 self._fail(rec, RefusalReason.IMPORT_FAILED, str(exc))
                 return False
-            self._module_ids[inprocess.package_name(rec.id)] = rec.id
-            if cand.module:
-                self._module_ids[cand.module.split(".", 1)[0]] = rec.id
-            self._code_owners.update(dict.fromkeys(_declared_code(rec.plugin), rec.id))
+            if res.tier == "inprocess":  # the watchdog names in-process code only
+                self._module_ids[inprocess.package_name(rec.id)] = rec.id
+                if cand.module:
+                    self._module_ids[cand.module.split(".", 1)[0]] = rec.id
+                self._code_owners.update(dict.fromkeys(_declared_code(rec.plugin), rec.id))
         plugin = rec.plugin
         entry = self.config.policy.plugins.get(rec.id)
         ctx = Context(
@@ -376,7 +380,7 @@ class Host(HostCalls):
                 rec.plugin, "unload", self.config.policy.host.teardown_timeout_ms / 1000
             )
         self._withdraw(rec)
-        inprocess.forget(plugin_id, rec.candidate.module)
+        await tiers.unload_plugin(rec)
         rec.plugin = None
         self._set_state(rec, State.UNLOADED)
 

@@ -70,6 +70,10 @@ class PluginRecord:
             "error": self.error,
             "warnings": list(self.warnings),
             "digest": self.candidate.digest,
+            # What a stricter tier confines (the subprocess tier's worker reports it).
+            "confinement": list(
+                getattr(getattr(self.plugin, "_tether_worker", None), "confinement", [])
+            ),
             "root_equivalent": [
                 f"{' + '.join(sorted(combo))}: {why}"
                 for combo, why in (root_equivalent_sets(res.granted) if res else [])

@@ -1,0 +1,71 @@
+"""A Tether plugin written in Python and built into a WebAssembly component.
+
+Build it (see docs/wasm.md):
+
+    componentize-py -d wit -w plugin componentize app -p examples/wasm/hello -o hello.wasm
+
+The class name `WitWorld` is what componentize-py looks for; every export of the
+`tether:plugin/plugin` world is a method. Imports (storage, http, events, logging) are
+the host's capability membrane: a call without the grant raises `Err` with a message.
+"""
+
+import json
+
+import wit_world
+from componentize_py_types import Err
+from wit_world.imports import events, http, logging, storage
+
+# componentize-py may make a new WitWorld object per call: keep state at module level
+# (and anything durable in host storage: a trapped instance is replaced by a fresh one).
+STATE = {"greeting": "Hello"}
+
+
+def _text(result: object) -> str:
+    return json.dumps(result)
+
+
+class WitWorld(wit_world.WitWorld):
+    def start(self, config_json: str) -> str:
+        STATE["greeting"] = json.loads(config_json).get("greeting", "Hello")
+        logging.log("info", "hello plugin started")
+        return _text({"state": "ready"})
+
+    def handle_tool(self, name: str, input_json: str) -> str:
+        args = json.loads(input_json)
+        if name == "greet":
+            return _text(f"{STATE['greeting']}, {args['name']}!")
+        if name == "ping":
+            return '"pong"'
+        if name == "remember":
+            storage.set(args["key"], json.dumps(args["value"]))
+            return _text({"stored": args["key"]})
+        if name == "recall":
+            raw = storage.get(args["key"])
+            return _text(None if raw is None else json.loads(raw))
+        if name == "fetch":
+            response = json.loads(http.request("GET", args["url"], "{}", ""))
+            return _text({"status": response["status"], "body": response["body"][:200]})
+        raise Err(f"unknown tool {name!r}")
+
+    def handle_ingress(self, name: str, event_json: str) -> str:
+        event = json.loads(event_json)
+        text = event["payload"].get("text", "")
+        commands = [{"type": "websocket_send", "text": f"echo: {text}"}]
+        if text == "shout":
+            commands.append({"type": "emit", "event": "hello.shouted", "data": {"text": text}})
+        if text == "flood":
+            commands = [{"type": "websocket_send", "text": str(i)} for i in range(100)]
+        if text == "sneak":
+            commands.append({"type": "emit", "event": "other.thing", "data": {}})
+        try:
+            seen = {k: event[k] for k in ("kind", "source", "attempt", "correlation_id")}
+            events.emit("hello.seen", json.dumps({"ingress": name, **seen}))
+        except Err as exc:  # events.emit not granted: carry on without it
+            logging.log("warning", f"emit refused: {exc.value}")
+        return _text({"accepted": True, "output_commands": commands})
+
+    def status(self) -> str:
+        return _text({"state": "ready"})
+
+    def stop(self) -> None:
+        logging.log("info", "hello plugin stopping")

@@ -1,0 +1,102 @@
+"""Build Python guests into components with componentize-py, cached by content hash.
+
+The cache (`$TETHER_TEST_WASM_CACHE`, default `~/.cache/tether-test-wasm`) is keyed by the
+sha256 of the guest's source, the WIT world and componentize-py's version, so only the first
+run pays the build (about 5-15 s per component); builds run in parallel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WIT = ROOT / "wit"
+HELLO = ROOT / "examples" / "wasm" / "hello"
+CACHE = Path(os.environ.get("TETHER_TEST_WASM_CACHE", Path.home() / ".cache" / "tether-test-wasm"))
+
+# A test-only guest for the CPU and memory bounds; `count` keeps a counter in guest memory
+# (to show a fresh instance after a trap).
+LIMITS_APP = """
+import json
+import wit_world
+from componentize_py_types import Err
+
+COUNTER = [0]
+
+
+class WitWorld(wit_world.WitWorld):
+    def start(self, config_json):
+        return '{"state": "ready"}'
+
+    def handle_tool(self, name, input_json):
+        if name == "ping":
+            return '"pong"'
+        if name == "count":
+            COUNTER[0] += 1
+            return json.dumps(COUNTER[0])
+        if name == "spin":
+            while True:
+                pass
+        if name == "bomb":
+            hog = []
+            while True:
+                hog.append(bytearray(1 << 20))
+        raise Err("unknown tool " + name)
+
+    def handle_ingress(self, name, event_json):
+        return '{"accepted": true, "output_commands": []}'
+
+    def status(self):
+        return '{"state": "ready"}'
+
+    def stop(self):
+        pass
+"""
+
+
+def _digest(sources: dict[str, bytes]) -> str:
+    h = hashlib.sha256(version("componentize-py").encode())
+    for wit in sorted(WIT.glob("*.wit")):
+        h.update(wit.read_bytes())
+    for name in sorted(sources):
+        h.update(name.encode() + b"\0" + sources[name])
+    return h.hexdigest()[:32]
+
+
+def _start_build(app_dir: Path, out: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    exe = Path(sys.executable).parent / "componentize-py"
+    cmd = [str(exe), "-d", str(WIT), "-w", "plugin", "componentize", "app"]
+    cmd += ["-p", str(app_dir), "-o", str(out)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def build_all() -> dict[str, Path]:
+    """Paths of the built `hello` and `limits` components (built now unless cached)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    work = CACHE / "limits-src"
+    work.mkdir(exist_ok=True)
+    (work / "app.py").write_text(LIMITS_APP)
+    guests = {
+        "hello": (HELLO, {"app.py": (HELLO / "app.py").read_bytes()}),
+        "limits": (work, {"app.py": LIMITS_APP.encode()}),
+    }
+    out: dict[str, Path] = {}
+    running: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
+    for name, (folder, sources) in guests.items():
+        target = CACHE / f"{name}-{_digest(sources)}.wasm"
+        out[name] = target
+        if not target.is_file():
+            tmp = target.with_suffix(f".{os.getpid()}.tmp")
+            running.append((name, tmp, _start_build(folder, tmp)))
+    for name, tmp, proc in running:
+        log, _ = proc.communicate(timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"building {name} failed:\n{log.decode(errors='replace')}")
+        os.replace(tmp, out[name])
+    return out
