@@ -33,7 +33,7 @@ from tether.runtime.agent_port import (
     PluginStrategies,
     PluginTasks,
 )
-from tether.runtime.dispatch import RegisteredTool
+from tether.runtime.dispatch import RegisteredTool, is_trusted
 from tether.runtime.facades_data import (
     DataServices,
     PluginConfigKeys,
@@ -369,6 +369,7 @@ class PluginTools:
             validate=validate,
             handler=fn,
             is_async=is_async_callable(fn),
+            trusted=is_trusted(fn),
             convert=sig.convert if input_schema is None else None,
             injected=injected,
             caller_param=caller_param,

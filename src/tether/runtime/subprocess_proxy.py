@@ -15,6 +15,7 @@ from tether.authoring import CommandDecl, ConfigKeyDecl, JobDecl, Plugin, ToolDe
 from tether.contract.types import Caller, ToolResult
 from tether.runtime.context import Context
 from tether.runtime.discovery import Candidate
+from tether.runtime.dispatch import trust
 from tether.worker import protocol as p
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def _tool_proxy(sup: Supervisor, local: str, schema: dict[str, Any]) -> Callable
     tool.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     tool.__doc__ = None
     tool.__name__ = local
-    return tool
+    return trust(tool)
 
 
 def _remote(sup: Supervisor, target: str, timeout: float | None) -> Callable[..., Any]:

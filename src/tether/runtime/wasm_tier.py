@@ -27,6 +27,7 @@ from wasmtime.component import Component, Func, Instance, Variant
 from tether.authoring import Plugin, ToolDecl
 from tether.contract.manifest import Manifest
 from tether.contract.policy import Resolution
+from tether.runtime.dispatch import trust
 from tether.runtime.inprocess import PluginImportError
 from tether.runtime.wasm_engine import describe_trap, load_component, sandbox_store, ticks_for
 from tether.runtime.wasm_host import HostImports, build_linker
@@ -248,7 +249,8 @@ def _tool_callable(wasm: WasmPlugin, name: str, schema: dict[str, Any]) -> Calla
     ]
     call.__name__ = call.__qualname__ = name
     call.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    return call
+    # The component's epoch deadline bounds the call on its side; no extra task needed.
+    return trust(call)
 
 
 async def load(cand: Candidate, res: Resolution, host: Host) -> Plugin:
