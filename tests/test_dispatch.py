@@ -517,3 +517,30 @@ async def test_role_checked_again_after_before_tool_call_rewrites_the_name(
     async with host_with(tmp_path, adm, pub) as host:
         with pytest.raises(UnknownToolError):
             await host.call_tool("plugin_pub_hello", {}, caller=Caller("u", frozenset({"m"})))
+
+
+async def test_trusted_proxy_handlers_run_inline_and_still_time_out(tmp_path: Path) -> None:
+    from tether.runtime.dispatch import trust
+
+    p = Plugin(id="proxy", name="Proxy", capabilities=["tools.register"])
+    outer_tasks: list[asyncio.Task[Any] | None] = []
+
+    async def fast(text: str) -> str:
+        outer_tasks.append(asyncio.current_task())
+        return text
+
+    async def slow() -> str:
+        await asyncio.sleep(10)
+        return "never"
+
+    p.tool(name="fast")(trust(fast))
+    p.tool(name="slow", timeout_ms=100)(trust(slow))
+    async with Host(Policy(), base_dir=tmp_path, plugins=[p], discover=False) as host:
+        caller_task = asyncio.current_task()
+        assert (await host.call_tool("plugin_proxy_fast", {"text": "hi"})).content == "hi"
+        started = asyncio.get_running_loop().time()
+        result = await host.call_tool("plugin_proxy_slow", {})
+        elapsed = asyncio.get_running_loop().time() - started
+    assert outer_tasks == [caller_task]  # no task of its own
+    assert result.is_error and "timed out after 0.1s" in result.content
+    assert elapsed < 2
