@@ -142,7 +142,7 @@ async def execute(
                 tool.name,
                 f"timed out after {tool.timeout_s:g}s and ignored cancellation",
             )
-        return ToolResult.error(f"{tool.name}: timed out after {tool.timeout_s:g}s")
+        return _timed_out(tool)
     failure = task.exception() if not task.cancelled() else asyncio.CancelledError()
     return _outcome(tool, failure, task, max_result_bytes, on_error)
 
@@ -175,7 +175,7 @@ async def _execute_trusted(
         async with asyncio.timeout(tool.timeout_s):
             value = await fn()
     except TimeoutError:
-        return ToolResult.error(f"{tool.name}: timed out after {tool.timeout_s:g}s")
+        return _timed_out(tool)
     except Exception as exc:
         on_error(tool.plugin_id, tool.name, exc)
         return ToolResult.error(f"{tool.name} failed: {type(exc).__name__}: {exc}")
@@ -206,7 +206,7 @@ async def _execute_sync(
                 tool.name,
                 f"timed out after {tool.timeout_s:g}s and keeps running in its thread",
             )
-        return ToolResult.error(f"{tool.name}: timed out after {tool.timeout_s:g}s")
+        return _timed_out(tool)
     return _outcome(tool, future.exception(), future, max_result_bytes, on_error)
 
 
@@ -218,10 +218,23 @@ def _outcome(
     on_error: Callable[[str, str, BaseException], None],
 ) -> ToolResult:
     if failure is not None:
-        on_error(tool.plugin_id, tool.name, failure)
-        original = failure.original if isinstance(failure, PluginCrash) else failure
-        return ToolResult.error(f"{tool.name} failed: {type(original).__name__}: {original}")
+        return _failed(tool, failure, on_error)
     return normalise_result(done.result(), max_result_bytes)
+
+
+def _failed(
+    tool: RegisteredTool,
+    failure: BaseException,
+    on_error: Callable[[str, str, BaseException], None],
+) -> ToolResult:
+    """Report a handler's failure and turn it into the call's error result."""
+    on_error(tool.plugin_id, tool.name, failure)
+    original = failure.original if isinstance(failure, PluginCrash) else failure
+    return ToolResult.error(f"{tool.name} failed: {type(original).__name__}: {original}")
+
+
+def _timed_out(tool: RegisteredTool) -> ToolResult:
+    return ToolResult.error(f"{tool.name}: timed out after {tool.timeout_s:g}s")
 
 
 async def _run(fn: Callable[[], Any]) -> Any:

@@ -180,7 +180,7 @@ class BodyLimit:
                     return
                 break
         seen = 0
-        started = False
+        watch = ResponseWatch(send)
 
         async def counted() -> Message:
             nonlocal seen
@@ -191,17 +191,25 @@ class BodyLimit:
                     raise _TooLarge(limit)
             return message
 
-        async def watch(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
             await self.app(scope, counted, watch)
         except _TooLarge:
-            if not started:
+            if not watch.started:
                 await _too_large(send, limit)
+
+
+class ResponseWatch:
+    """An ASGI `send` that remembers whether the response has begun, so an error handler
+    knows whether it may still answer."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
 
 
 async def _drain(receive: Receive) -> None:

@@ -18,12 +18,12 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether.runtime.context import Context
 from tether.runtime.host import Host
 from tether.runtime.lifecycle import State
-from tether.server.api_common import require_token
+from tether.server.api_common import ResponseWatch, require_token
 
 log = logging.getLogger("tether.server.routes")
 
@@ -114,14 +114,7 @@ class PluginRouteDispatcher:
     async def _serve(
         self, host: Host, plugin_id: str, sub: FastAPI, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        started = False
-
-        async def watch(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watch = ResponseWatch(send)
         try:
             await sub(scope, receive, watch)
         except Exception as exc:
@@ -132,7 +125,7 @@ class PluginRouteDispatcher:
                 "route_error",
                 f"{scope.get('method', '')} {scope.get('path', '')}: {type(exc).__name__}: {exc}",
             )
-            if not started and scope["type"] == "http":
+            if not watch.started and scope["type"] == "http":
                 await _send_json(send, 500, {"detail": "the plugin's route failed"})
 
 
