@@ -19,44 +19,8 @@ WIT = ROOT / "wit"
 HELLO = ROOT / "examples" / "wasm" / "hello"
 CACHE = Path(os.environ.get("TETHER_TEST_WASM_CACHE", Path.home() / ".cache" / "tether-test-wasm"))
 
-# A test-only guest for the CPU and memory bounds; `count` keeps a counter in guest memory
-# (to show a fresh instance after a trap).
-LIMITS_APP = """
-import json
-import wit_world
-from componentize_py_types import Err
-
-COUNTER = [0]
-
-
-class WitWorld(wit_world.WitWorld):
-    def start(self, config_json):
-        return '{"state": "ready"}'
-
-    def handle_tool(self, name, input_json):
-        if name == "ping":
-            return '"pong"'
-        if name == "count":
-            COUNTER[0] += 1
-            return json.dumps(COUNTER[0])
-        if name == "spin":
-            while True:
-                pass
-        if name == "bomb":
-            hog = []
-            while True:
-                hog.append(bytearray(1 << 20))
-        raise Err("unknown tool " + name)
-
-    def handle_ingress(self, name, event_json):
-        return '{"accepted": true, "output_commands": []}'
-
-    def status(self):
-        return '{"state": "ready"}'
-
-    def stop(self):
-        pass
-"""
+GUESTS = Path(__file__).resolve().parent / "wasm_guests"
+"""Test-only guests: each `<name>.py` here is built as the component `<name>`."""
 
 
 def _digest(sources: dict[str, bytes]) -> str:
@@ -77,15 +41,19 @@ def _start_build(app_dir: Path, out: Path) -> subprocess.Popen[bytes]:
 
 
 def build_all() -> dict[str, Path]:
-    """Paths of the built `hello` and `limits` components (built now unless cached)."""
+    """Paths of the built components: `hello` (the example) and one per file in
+    tests/wasm_guests/ (built now, in parallel, unless cached)."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    work = CACHE / "limits-src"
-    work.mkdir(exist_ok=True)
-    (work / "app.py").write_text(LIMITS_APP)
-    guests = {
-        "hello": (HELLO, {"app.py": (HELLO / "app.py").read_bytes()}),
-        "limits": (work, {"app.py": LIMITS_APP.encode()}),
+    guests: dict[str, tuple[Path, dict[str, bytes]]] = {
+        "hello": (HELLO, {"app.py": (HELLO / "app.py").read_bytes()})
     }
+    for source in sorted(GUESTS.glob("*.py")):
+        work = CACHE / f"{source.stem}-src"
+        work.mkdir(exist_ok=True)
+        code = source.read_bytes()
+        if not (work / "app.py").is_file() or (work / "app.py").read_bytes() != code:
+            (work / "app.py").write_bytes(code)
+        guests[source.stem] = (work, {"app.py": code})
     out: dict[str, Path] = {}
     running: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
     for name, (folder, sources) in guests.items():
