@@ -64,6 +64,15 @@ class WitWorld(wit_world.WitWorld):
             logging.log("warning", f"emit refused: {exc.value}")
         return _text({"accepted": True, "output_commands": commands})
 
+    def handle_hook(self, kind: str, args_json: str) -> str:
+        return "null"  # hello lists no hooks in its manifest: nothing to change
+
+    def handle_event(self, event: str, arg_json: str) -> str:
+        return "null"
+
+    def run_job(self, name: str) -> None:
+        raise Err(f"unknown job {name!r}")
+
     def status(self) -> str:
         return _text({"state": "ready"})
 
