@@ -1,8 +1,9 @@
 """The ASGI application: one FastAPI app over a started host (and agent, when configured).
 
-Each part mounts itself: `api` (REST under /api/ and plugin routes), `mcp_gateway` (/mcp)
-and `dashboard` (/). The app does not own the host's lifetime; `tether serve` (and tests)
-start the host, build the app, serve it, and stop the host after the server has drained.
+Each part mounts itself: `api` (REST under /api/ and plugin routes), `api_ingress` (wasm
+ingress over HTTP and WebSocket), `mcp_gateway` (/mcp) and `dashboard` (/). The app does
+not own the host's lifetime; `tether serve` (and tests) start the host, build the app, serve
+it, and stop the host after the server has drained.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class ServerState:
 
 def create_app(host: Host, agent: Agent | None, *, token: str) -> FastAPI:
     """The app for a started host. `token` is the operator's bearer token."""
-    from tether.server import api, dashboard, mcp_gateway
+    from tether.server import api, api_ingress, dashboard, mcp_gateway
 
     app = FastAPI(
         title="Tether",
@@ -36,6 +37,7 @@ def create_app(host: Host, agent: Agent | None, *, token: str) -> FastAPI:
     )
     app.state.tether = ServerState(host, agent, token)
     api.mount(app)
+    api_ingress.mount(app)
     mcp_gateway.mount(app)
     dashboard.mount(app)
     return app
