@@ -2,17 +2,23 @@
 
 The proxy declares what the worker reported; each declared callable is an async function
 that runs its counterpart in the worker. The host activates the proxy through the normal
-membrane, so every capability check is the host's.
+membrane, so every capability check is the host's. Config validation (a config model,
+config-key validators) is synchronous on the host, so it goes over the worker's sync socket.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
 
 from tether.authoring import CommandDecl, ConfigKeyDecl, JobDecl, Plugin, ToolDecl
-from tether.contract.types import Caller, ToolResult
+from tether.contract.types import Caller, NotificationRequest, ToolResult
+from tether.runtime.config_model import PluginConfigError, env_prefix
 from tether.runtime.context import Context
 from tether.runtime.discovery import Candidate
 from tether.runtime.dispatch import trust
@@ -69,6 +75,72 @@ def _remote(sup: Supervisor, target: str, timeout: float | None) -> Callable[...
     return remote
 
 
+def _channel(sup: Supervisor, target: str) -> Callable[..., Any]:
+    """A channel handler running in the worker. The bus bounds and cancels it, so the call
+    itself has no timeout of its own."""
+
+    async def deliver(req: NotificationRequest) -> Any:
+        value = p.from_wire(await sup.call(target, p.to_wire([req]), None))
+        if isinstance(value, dict) and "__not_a_result__" in value:
+            # The handler returned something else: an object of that type's name lets the
+            # bus refuse it with the in-process message.
+            return type(str(value["__not_a_result__"]), (), {})()
+        return value
+
+    deliver.__name__ = target.replace(":", "_")
+    return deliver
+
+
+def _validator(sup: Supervisor, index: int) -> Callable[[str], Any]:
+    """A config key's validator, run in the worker (synchronously, as the host calls it)."""
+    target = f"key:validate:{index}"
+
+    def validate(value: str) -> Any:
+        return sup.call_sync(target, [value])
+
+    return validate
+
+
+class RemoteConfig(BaseModel):
+    """The host's stand-in for a worker's config model.
+
+    The host builds a plugin's config with `build_config(model, table)`, which ends in
+    `model.model_validate(data)`. This class has no fields of its own (so the host reads no
+    environment for it); its `model_validate` asks the worker, which builds the real model
+    from the same table and the plugin's `TETHER_<ID>_*` variables with the same code, and
+    keeps the instance as its `ctx.config`. A refusal comes back as the worker's
+    `PluginConfigError` message, word for word; an accepted config gives the host a copy
+    of the values (secrets masked) under the model's name.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    _tether_worker: ClassVar[Any] = None
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Any:
+        sup = cls._tether_worker
+        prefix = env_prefix(sup.plugin_id)
+        environ = {k: v for k, v in os.environ.items() if k.startswith(prefix)}
+        request = [dict(obj), environ]
+        try:
+            _name, values = sup.call_sync("config:validate", request)
+        except Exception as exc:
+            if type(exc).__name__ == "PluginConfigError":
+                raise PluginConfigError(str(exc)) from None
+            raise PluginConfigError(
+                f"config for plugin {sup.plugin_id!r} could not be validated in its worker: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        sup.config_request = p.to_wire(request)
+        return cls(**values)
+
+
+def _config_model(sup: Supervisor, name: str) -> type[BaseModel]:
+    """A `RemoteConfig` subclass named like the worker's model, bound to this worker."""
+    name = name if name.isidentifier() else "RemoteConfig"
+    return type(name, (RemoteConfig,), {"_tether_worker": sup, "__module__": __name__})
+
+
 def _on_load(sup: Supervisor, target: str) -> Callable[..., Any]:
     async def on_load(_ctx: Any = None) -> None:
         await sup.call(target, [])
@@ -102,7 +174,13 @@ def build_proxy(sup: Supervisor, cand: Candidate) -> Plugin:
         for i, (name, cron, interval, delay) in enumerate(h["jobs"])
     ]
     d.migrations = [(name, sql) for name, sql in h["migrations"]]
-    d.config_keys = [ConfigKeyDecl(k, desc, default) for k, desc, default in h["config_keys"]]
+    d.config_keys = [
+        ConfigKeyDecl(k, desc, default, _validator(sup, i) if checked else None)
+        for i, (k, desc, default, checked) in enumerate(h["config_keys"])
+    ]
+    d.channels = [(kind, _channel(sup, f"channel:{i}")) for i, kind in enumerate(h["channels"])]
+    if h["config_model"] is not None:
+        d.config_model = _config_model(sup, str(h["config_model"]))
     for name, count in h["lifecycle"].items():
         d.lifecycle[name] = [
             _on_load(sup, f"life:load:{i}")
@@ -116,6 +194,7 @@ def build_proxy(sup: Supervisor, cand: Candidate) -> Plugin:
 # Host services the worker may call -----------------------------------------------------
 
 _STORAGE = frozenset({"get", "set", "delete", "list", "clear"})
+_CONFIG_KEYS = frozenset({"get", "set", "unset", "list"})
 _HTTP_KW = frozenset({"headers", "content", "json", "timeout_ms", "max_bytes"})
 
 
@@ -126,6 +205,17 @@ async def serve(ctx: Context, method: str, args: list[Any], kwargs: dict[str, An
         return p.to_wire(await getattr(ctx.storage, name)(*args, **kwargs))
     if method == "events.emit":
         return ctx.events.emit(str(args[0]), args[1])
+    if surface == "config_keys" and name in _CONFIG_KEYS:
+        value = await getattr(ctx.config_keys, name)(*args, **kwargs)
+        if name == "list":
+            return [dataclasses.asdict(entry) for entry in value]
+        return value
+    if method == "capability.refused":  # refused in the worker: audit it here, as in-process
+        ctx.require(str(args[0]), str(args[1]))
+        return None
+    if method == "notifications.send":
+        kind, recipient, text, metadata = args
+        return p.to_wire(await ctx.notifications.send(kind, recipient, text, metadata))
     if method == "tools.execute":
         caller = p.from_wire(kwargs.get("caller"))
         result = await ctx.tools.execute(str(args[0]), args[1], caller=caller)

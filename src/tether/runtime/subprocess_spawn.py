@@ -63,9 +63,10 @@ def _preexec(limits: list[tuple[int, int]]) -> None:  # pragma: no cover - runs 
 
 
 def spawn_worker(
-    cand: Candidate, res: Resolution, entry: PluginPolicy | None, fd: int
+    cand: Candidate, res: Resolution, entry: PluginPolicy | None, fd: int, sync_fd: int
 ) -> tuple[subprocess.Popen[bytes], set[str]]:
-    """Start `python -m tether.worker --fd N`; returns the process and the rlimits set."""
+    """Start `python -m tether.worker --fd N`, passing the channel and the synchronous
+    socket (its number arrives in the init spec); returns the process and the rlimits set."""
     limits = _limits(res, entry)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tether.worker", "--fd", str(fd)],
@@ -73,7 +74,7 @@ def spawn_worker(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=worker_env(cand, res),
-        pass_fds=(fd,),
+        pass_fds=(fd, sync_fd),
         start_new_session=True,
         preexec_fn=lambda: _preexec(limits),
         cwd=str(cand.folder) if cand.folder is not None else "/",

@@ -4,7 +4,8 @@ callables are RPCs into it, host services for the worker, and restarts with back
 The worker runs `python -m tether.worker` in its own session (process group), with a
 scrubbed environment, rlimits on address space, CPU time and open files, and — where the
 kernel allows — its own empty network namespace. It talks to the host over a dedicated
-socket (`pass_fds`); its stdout and stderr go to the host log under the plugin's id.
+socket (`pass_fds`), plus a second one for the host's synchronous calls (config
+validation); its stdout and stderr go to the host log under the plugin's id.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class Supervisor:
         self.loop = asyncio.get_running_loop()
         self.proc: subprocess.Popen[bytes] | None = None
         self.channel: p.Channel | None = None
+        self.sync: p.SyncClient | None = None
+        self.config_request: list[Any] | None = None  # replayed into a restarted worker
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.next_id = 0
         self.generation = 0
@@ -75,19 +78,30 @@ class Supervisor:
         """Start a worker and wait for its declarations; raises PluginImportError."""
         entry = self.host.config.policy.plugins.get(self.plugin_id)
         parent, child = socket.socketpair()
+        sync_parent, sync_child = socket.socketpair()
+        sync_fd = sync_child.fileno()  # the same number in the worker (pass_fds)
         try:
-            self.proc, wanted = spawn_worker(self.cand, self.res, entry, child.fileno())
+            self.proc, wanted = spawn_worker(self.cand, self.res, entry, child.fileno(), sync_fd)
         except OSError as exc:
             parent.close()
+            sync_parent.close()
             raise PluginImportError(f"cannot start the worker: {exc}") from exc
         finally:
             child.close()
+            sync_child.close()
         self.generation += 1
         gen = self.generation
         self._hello = self.loop.create_future()
         self.channel = p.Channel(parent, self._message, lambda why: self._lost(gen, why))
+        self.sync = p.SyncClient(sync_parent)
         self._capture(self.proc)
-        self.channel.send([p.CALL, 0, "init", _spec(self.cand, self.res, entry)])
+        spec = _spec(self.cand, self.res, entry)
+        spec.update(
+            sync_fd=sync_fd,
+            max_result_bytes=self.host.config.policy.host.max_result_bytes,
+            config_request=self.config_request,
+        )
+        self.channel.send([p.CALL, 0, "init", spec])
         try:
             kind, value = await asyncio.wait_for(self._hello, START_TIMEOUT_S)
         except TimeoutError:
@@ -157,7 +171,10 @@ class Supervisor:
         except Exception as exc:
             reply = [p.REPLY, rid, False, [type(exc).__name__, str(exc)]]
         if rid and self.channel is not None:
-            self.channel.send(reply)
+            try:
+                self.channel.send(reply)
+            except (TypeError, ValueError, OverflowError) as exc:  # too large, not encodable
+                self.channel.send([p.REPLY, rid, False, [type(exc).__name__, str(exc)]])
 
     # Calls ----------------------------------------------------------------------------
 
@@ -177,8 +194,8 @@ class Supervisor:
         self.next_id += 1
         cid = self.next_id
         fut = self.loop.create_future()
+        self.channel.send([p.CALL, cid, target, args])  # raises when the args are too large
         self.pending[cid] = fut
-        self.channel.send([p.CALL, cid, target, args])
         try:
             if timeout is None:
                 return await fut
@@ -186,6 +203,44 @@ class Supervisor:
         except (asyncio.CancelledError, TimeoutError):
             self._cancel(cid)
             raise
+
+    def call_sync(self, target: str, args: Any) -> Any:
+        """Run `target` in the worker's sync thread and wait without the event loop (the
+        host's config validation is synchronous), bounded by the plugin's timeout; a worker
+        that does not answer in time is restarted."""
+        sync, timeout, gen = self.sync, self.res.timeout_ms / 1000, self.generation
+        if sync is None or sync.closed or self.channel is None or self.channel.closed:
+            why = self.failed or "its worker is not running (restarting)"
+            raise WorkerUnavailableError(f"plugin {self.plugin_id!r}: {why}")
+        try:
+            return sync.call(target, p.to_wire(args), timeout)
+        except p.RemoteFailure as exc:
+            raise remote_error(exc.value) from None
+        except TimeoutError:
+            self._kill_from_any_thread(gen)
+            raise WorkerUnavailableError(
+                f"plugin {self.plugin_id!r}: its worker did not answer within {timeout:g}s; "
+                "it is being restarted"
+            ) from None
+        except (OSError, p.ProtocolError) as exc:
+            self._kill_from_any_thread(gen)
+            raise WorkerUnavailableError(f"plugin {self.plugin_id!r}: its worker: {exc}") from None
+
+    def _kill_from_any_thread(self, gen: int) -> None:
+        """Kill worker generation `gen` (a later, restarted worker is left alone)."""
+
+        def kill() -> None:
+            if gen == self.generation:
+                self.kill()
+
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is self.loop:
+            kill()
+        else:
+            self.loop.call_soon_threadsafe(kill)
 
     def _cancel(self, cid: int) -> None:
         """Ask the worker to cancel; kill it if the call is not over within the grace."""
@@ -222,6 +277,8 @@ class Supervisor:
         if gen != self.generation:
             return
         self.ready.clear()
+        if self.sync is not None:
+            self.sync.close()
         proc = self.proc
         code = None
         if proc is not None:
@@ -231,7 +288,11 @@ class Supervisor:
                 os.killpg(proc.pid, signal.SIGKILL)  # whatever it spawned goes with it
             if code is None:
                 self.loop.run_in_executor(None, proc.wait)
-        detail = f"exited with code {code}" if code is not None else f"stopped ({why})"
+        # A protocol error is the cause even when the worker then exits on the closed channel.
+        broke = why.startswith("protocol error")
+        detail = (
+            f"exited with code {code}" if code is not None and not broke else f"stopped ({why})"
+        )
         give_up = None
         if not self.closing:
             now = time.monotonic()
@@ -315,8 +376,10 @@ async def start(cand: Candidate, res: Resolution, host: Host) -> Plugin:
     """Start the plugin's worker and return its proxy `Plugin`."""
     if cand.source == "code" or (cand.folder is None and cand.module is None):
         raise PluginImportError(
-            "a plugin passed to Host in code cannot run at the subprocess tier; put it in a "
-            "plugin folder or an installed package"
+            f"plugin {cand.id!r} was passed to Host in code, so it is an object in the "
+            "host's memory that a worker process cannot import: it cannot run at the "
+            "subprocess tier. Put it in a plugin folder (plugin.toml and plugin.py) or an "
+            'installed package, or run it with tier = "inprocess"'
         )
     sup = Supervisor(cand, res, host)
     await sup.spawn()

@@ -1,7 +1,8 @@
 """`python -m tether.worker --fd N`: one plugin's worker process at the subprocess tier.
 
 It reads its plugin spec from the channel (fd N, a socket the host passed), imports the
-plugin, reports its declarations and then answers calls until the channel closes.
+plugin, reports its declarations and then answers calls until the channel closes. A thread
+answers the host's synchronous calls (config validation) on a second socket.
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ import asyncio
 import logging
 import os
 import resource
+import socket
 import sys
+import threading
 import types
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
 from tether.authoring import Plugin
-from tether.contract.errors import CapabilityViolationError
-from tether.contract.types import Caller, ToolResult
+from tether.contract.types import Caller, NotificationResult, ToolResult
 from tether.runtime.dispatch import normalise_result
 from tether.worker import protocol as p
 from tether.worker.context import WorkerContext
@@ -41,6 +43,7 @@ class Worker:
 
     def __init__(self, sock: Any) -> None:
         self.loop = asyncio.get_running_loop()
+        self.thread = threading.get_ident()
         self.channel = p.Channel(sock, self._message, self._closed)
         self.done = self.loop.create_future()
         self.targets: dict[str, Target] = {}
@@ -51,6 +54,8 @@ class Worker:
         self.rpcs: dict[int, asyncio.Future[Any]] = {}
         self.next_rpc = 0
         self.ctx: WorkerContext | None = None
+        self.plugin: Plugin | None = None
+        self.max_result = 1 << 20
 
     def _closed(self, why: str) -> None:
         if not self.done.done():
@@ -98,23 +103,61 @@ class Worker:
 
     def notify(self, method: str, args: list[Any], kwargs: dict[str, Any]) -> None:
         msg = [p.SERVICE, 0, method, p.to_wire(args), p.to_wire(kwargs)]
-        self.loop.call_soon_threadsafe(self.channel.send, msg)
+        if threading.get_ident() == self.thread:  # at once: ahead of the call's result
+            self.channel.send(msg)
+        else:
+            self.loop.call_soon_threadsafe(self.channel.send, msg)
 
     # Start-up -------------------------------------------------------------------------
 
     def _init(self, spec: dict[str, Any]) -> None:
+        self.max_result = int(spec.get("max_result_bytes", self.max_result))
         try:
-            plugin = _import(spec)
+            plugin = self.plugin = _import(spec)
             self.ctx = WorkerContext(
                 spec["id"], frozenset(spec["granted"]), spec["config"], self.rpc, self.notify
             )
             plugin._context = self.ctx  # type: ignore[assignment]
             hello = self._declare(plugin)
+            if spec.get("config_request") is not None:  # a restart: the config as validated
+                self._validate_config(*spec["config_request"])
+            if spec.get("sync_fd") is not None:
+                sync = socket.socket(fileno=int(spec["sync_fd"]))
+                threading.Thread(
+                    target=p.serve_sync, args=(sync, self._sync), name="tether-sync", daemon=True
+                ).start()
         except BaseException as exc:  # the plugin's failure, reported, never our exit
             self.channel.send([p.FATAL, f"{type(exc).__name__}: {exc}"])
             return
         hello["confinement"] = _confinement(spec.get("host_netns"))
         self.channel.send([p.HELLO, hello])
+
+    # Synchronous calls: config validation -------------------------------------------
+
+    def _sync(self, target: str, args: Any) -> Any:
+        """Answer one synchronous call from the host (runs in the sync thread)."""
+        if target == "config:validate":
+            return self._validate_config(*args)
+        kind, _, index = target.rpartition(":")
+        if kind == "key:validate" and self.plugin is not None:
+            fn = self.plugin.declared.config_keys[int(index)].validate
+            if fn is not None:
+                ok = fn(*args)
+                return ok if ok is None or isinstance(ok, bool) else True
+        raise LookupError(f"the worker has no {target!r}")
+
+    def _validate_config(self, table: dict[str, Any], environ: dict[str, str]) -> Any:
+        """Build the config model exactly as in-process; `ctx.config` becomes the instance.
+        Returns the model's name and its JSON dump (secrets masked) for the host's copy."""
+        from tether.runtime.config_model import build_config
+
+        assert self.plugin is not None and self.ctx is not None
+        model = self.plugin.declared.config_model
+        if model is None:
+            raise LookupError("the plugin declares no config model")
+        instance = build_config(self.ctx.plugin_id, model, table, environ)
+        self.ctx.config = instance
+        return [model.__name__, instance.model_dump(mode="json")]
 
     def _declare(self, plugin: Plugin) -> dict[str, Any]:
         from tether.runtime.context import Context
@@ -146,22 +189,10 @@ class Worker:
         for name, fns in d.lifecycle.items():
             for i, fn in enumerate(fns):
                 self.targets[f"life:{name}:{i}"] = (fn, "life")
+        for i, (_, fn) in enumerate(d.channels):
+            self.targets[f"channel:{i}"] = (fn, "channel")
         self.sync_targets = {t for t, (fn, _) in self.targets.items() if not _is_async(fn)}
         self.sync_tools = {t[5:] for t in self.sync_targets if t.startswith("tool:")}
-        unsupported = [
-            what
-            for what, present in (
-                ("notification channels", d.channels),
-                ("a config model", d.config_model),
-                ("config keys with validators", [k for k in d.config_keys if k.validate]),
-            )
-            if present
-        ]
-        if unsupported:
-            raise RuntimeError(
-                f"{', '.join(unsupported)} cannot cross the process boundary yet; "
-                'run this plugin with tier = "inprocess"'
-            )
         return {
             "tools": tools,
             "hooks": [n for n, _ in d.hooks],
@@ -172,7 +203,11 @@ class Worker:
             "jobs": [[j.name, j.cron, j.interval, j.delay] for j in d.jobs],
             "lifecycle": {n: len(fns) for n, fns in d.lifecycle.items()},
             "migrations": [list(m) for m in d.migrations],
-            "config_keys": [[k.key, k.description, k.default] for k in d.config_keys],
+            "config_keys": [
+                [k.key, k.description, k.default, k.validate is not None] for k in d.config_keys
+            ],
+            "channels": [kind for kind, _ in d.channels],
+            "config_model": d.config_model.__name__ if d.config_model is not None else None,
         }
 
     # Calls ----------------------------------------------------------------------------
@@ -203,7 +238,10 @@ class Worker:
             call_args: list[Any] = [self.ctx]
         else:
             call_args = p.from_wire(args)
-        return p.to_wire(await _call(fn, *call_args))
+        value = await _call(fn, *call_args)
+        if kind == "channel":
+            return _notification(value)
+        return p.to_wire(value)
 
     async def _tool(self, local: str, fn: Callable[..., Any], args: list[Any]) -> list[Any]:
         arguments, who = args
@@ -216,9 +254,10 @@ class Worker:
             value = await asyncio.to_thread(fn, **kwargs)
         else:
             value = await fn(**kwargs)
-        if type(value) is str:
+        if type(value) is str and len(value) * 4 <= self.max_result:  # fits even as UTF-8
             return [value, False, None]
-        r: ToolResult = normalise_result(value, 1 << 30)
+        # The host's limit, checked here: an oversize result never becomes a giant frame.
+        r: ToolResult = normalise_result(value, self.max_result)
         return [r.content, r.is_error, r.data]
 
 
@@ -242,6 +281,14 @@ def _resume(coro: Any, first: Any) -> Generator[Any, Any, Any]:
                 return stop.value
 
 
+def _notification(value: Any) -> Any:
+    """A channel handler's result for the wire; anything but a `NotificationResult` goes as
+    its type name, so the host's bus refuses it with the same message as in-process."""
+    if isinstance(value, NotificationResult):
+        return p.to_wire(value)
+    return {"__not_a_result__": type(value).__name__}
+
+
 def _is_async(fn: Callable[..., Any]) -> bool:
     from tether.services.calls import is_async_callable
 
@@ -254,13 +301,28 @@ async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 
+_NAMED: dict[str, type[Exception]] = {}
+
+
 def _remote(value: list[Any]) -> BaseException:
-    kind, message = value
-    if kind == "CapabilityViolationError":
-        exc = CapabilityViolationError.__new__(CapabilityViolationError)
-        Exception.__init__(exc, message)
+    """The host's error as the plugin sees it: Tether's own error classes by name (so
+    `except ConfigKeyError` works as in-process), else a RuntimeError subclass of that name,
+    so messages read as in-process ("ValueError: ...")."""
+    from tether.contract import errors
+    from tether.services.config_keys import ConfigKeyError
+
+    kind, message = str(value[0]), str(value[1])
+    known = ConfigKeyError if kind == "ConfigKeyError" else getattr(errors, kind, None)
+    if isinstance(known, type) and issubclass(known, errors.TetherError):
+        exc = known.__new__(known)
+        Exception.__init__(exc, message)  # their constructors take parts, not the message
         return exc
-    return RuntimeError(f"{kind}: {message}")
+    cls = _NAMED.get(kind)
+    if cls is None:
+        cls = _NAMED.setdefault(
+            kind, type(kind if kind.isidentifier() else "RemoteError", (RuntimeError,), {})
+        )
+    return cls(message)
 
 
 def _import(spec: dict[str, Any]) -> Plugin:

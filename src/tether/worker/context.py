@@ -23,8 +23,6 @@ _UNAVAILABLE = {
     "memory": "memory.read",
     "users": "users.read",
     "scheduler": "scheduler.write",
-    "notifications": "notifications.send",
-    "config_keys": "config.register",
     "secrets": "secrets.encrypt",
     "providers": "providers.register",
     "agents": "agents.strategy",
@@ -41,8 +39,7 @@ class _Surface:
         self._ctx = ctx
 
     def _require(self, capability: str, action: str) -> None:
-        if capability not in self._ctx.granted:
-            raise CapabilityViolationError(self._ctx.plugin_id, capability, action)
+        self._ctx.require(capability, action)
 
 
 class WorkerStorage(_Surface):
@@ -85,6 +82,60 @@ class WorkerTools(_Surface):
     async def execute(self, name: str, arguments: dict[str, Any], **kw: Any) -> Any:
         self._require("tools.execute", f"execute {name}")
         return await self._ctx._rpc("tools.execute", [name, arguments], kw)
+
+
+class WorkerNotifications(_Surface):
+    """`ctx.notifications.send`: send through any claimed channel kind, via the host's bus.
+    Claim a kind with `@plugin.channel` (declared, so the host registers it at activation)."""
+
+    async def send(
+        self, kind: str, recipient: str, text: str, metadata: dict[str, Any] | None = None
+    ) -> Any:
+        self._require("notifications.send", f"send {kind}")
+        return await self._ctx._rpc("notifications.send", [kind, recipient, text, metadata], {})
+
+    def register(self, kind: str, handler: Any) -> None:
+        raise RuntimeError(
+            f"ctx.notifications.register({kind!r}) is not available at the subprocess tier; "
+            "declare the channel with @plugin.channel instead"
+        )
+
+    def kinds(self) -> list[str]:
+        raise RuntimeError(
+            "ctx.notifications.kinds() is not available at the subprocess tier; send and "
+            "read the result's message, which lists the known kinds"
+        )
+
+
+class WorkerConfigKeys(_Surface):
+    """`ctx.config_keys`: the plugin's per-scope keys, kept by the host. Declare keys with
+    `@plugin.config_key` (their validators run here, called by the host)."""
+
+    async def get(self, key: str, *, scope: str = "global") -> str | None:
+        self._require("config.register", f"config.get {key}")
+        value = await self._ctx._rpc("config_keys.get", [key], {"scope": scope})
+        return None if value is None else str(value)
+
+    async def set(self, key: str, value: str, *, scope: str = "global") -> None:
+        self._require("config.register", f"config.set {key}")
+        await self._ctx._rpc("config_keys.set", [key, value], {"scope": scope})
+
+    async def unset(self, key: str, *, scope: str = "global") -> bool:
+        self._require("config.register", f"config.unset {key}")
+        return bool(await self._ctx._rpc("config_keys.unset", [key], {"scope": scope}))
+
+    async def list(self, *, scope: str | None = None) -> list[Any]:
+        from tether.services.config_keys import ConfigEntry
+
+        self._require("config.register", "config.list")
+        rows = await self._ctx._rpc("config_keys.list", [], {"scope": scope})
+        return [ConfigEntry(**row) for row in rows]
+
+    def register(self, key: str, **kw: Any) -> None:
+        raise RuntimeError(
+            f"ctx.config_keys.register({key!r}) is not available at the subprocess tier; "
+            "declare the key with @plugin.config_key instead"
+        )
 
 
 class WorkerResponse:
@@ -133,7 +184,7 @@ class WorkerContext:
     ) -> None:
         self.plugin_id = plugin_id
         self.granted = granted
-        self.config = config
+        self.config: Any = config  # the validated model instance when it declares one
         self.log = logging.getLogger(f"tether.plugin.{plugin_id}")
         self._rpc = rpc
         self._notify = notify
@@ -141,23 +192,27 @@ class WorkerContext:
         self.events = WorkerEvents(self)
         self.tools = WorkerTools(self)
         self.http = WorkerHttp(self)
+        self.notifications = WorkerNotifications(self)
+        self.config_keys = WorkerConfigKeys(self)
 
     def has(self, capability: str) -> bool:
         """True when the capability is granted."""
         return capability in self.granted
 
     def require(self, capability: str, action: str = "") -> None:
-        """Raise CapabilityViolationError unless the capability is granted."""
+        """Raise CapabilityViolationError unless the capability is granted; the host audits
+        the refusal as it does in-process."""
         if capability not in self.granted:
+            self._notify("capability.refused", [capability, action], {})
             raise CapabilityViolationError(self.plugin_id, capability, action)
 
     def __getattr__(self, name: str) -> Any:
         capability = _UNAVAILABLE.get(name)
         if capability is None:
             raise AttributeError(name)
-        if capability not in self.granted:
-            raise CapabilityViolationError(self.plugin_id, capability, f"ctx.{name}")
+        self.require(capability, f"ctx.{name}")
         raise RuntimeError(
             f"ctx.{name} is not available at the subprocess tier; run the plugin in-process "
-            "or use ctx.storage, ctx.events, ctx.tools or ctx.http"
+            "or use ctx.storage, ctx.events, ctx.tools, ctx.http, ctx.notifications or "
+            "ctx.config_keys"
         )

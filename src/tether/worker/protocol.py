@@ -8,6 +8,11 @@ Host → worker: `[CALL, id, target, args]`, `[CANCEL, id]`, `[REPLY, id, ok, va
 Worker → host: `[HELLO, declarations]`, `[FATAL, message]`, `[RESULT, id, ok, value]`,
 `[SERVICE, id, method, args, kwargs]`, `[LOG, level, message]`.
 A failed result's value is `[exception type name, message]`.
+
+A second socket carries synchronous calls (`SyncClient`): the host's config validation is
+synchronous (a config-key validator runs inside `host.config_keys.set`), so it asks the
+worker with a blocking `[CALL, id, target, args]` and waits for `[RESULT, id, ok, value]`,
+without the event loop; a thread in the worker answers them.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import dataclasses
 import enum
 import socket
 import struct
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,9 +44,18 @@ class ProtocolError(Exception):
     """The peer sent something that is not a frame of this protocol."""
 
 
+class FrameTooLargeError(ValueError):
+    """A message to send is over `MAX_FRAME`; the peer would refuse it, so it is not sent."""
+
+
 def encode(message: list[Any]) -> bytes:
-    """One frame: the length prefix and the msgpack body."""
+    """One frame: the length prefix and the msgpack body; raises `FrameTooLargeError`."""
     body = _encoder.encode(message)
+    if len(body) > MAX_FRAME:
+        raise FrameTooLargeError(
+            f"a message of {len(body)} bytes is over the limit of {MAX_FRAME} bytes "
+            "between host and worker; return less"
+        )
     return _HEADER.pack(len(body)) + body
 
 
@@ -122,13 +138,14 @@ class Channel:
         try:
             messages = self._reader.feed(data)
         except ProtocolError as exc:
-            self.close(str(exc))
+            self.close(f"protocol error: {exc}")
             return
         for msg in messages:
             self._on_message(msg)
 
     def send(self, message: list[Any]) -> None:
-        """Queue one message; written at once when the socket has room."""
+        """Queue one message; written at once when the socket has room. Raises
+        `FrameTooLargeError` (nothing is sent) when the message is over `MAX_FRAME`."""
         if self.closed:
             return
         data = encode(message)
@@ -169,6 +186,90 @@ class Channel:
             self._loop.remove_writer(fd)
         self.sock.close()
         self._on_close(why)
+
+
+class SyncClient:
+    """The host's end of the synchronous socket: one blocking call at a time, each bounded
+    by its timeout. Usable from any thread; never touches an event loop."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(True)
+        self.sock = sock
+        self.closed = False
+        self._reader = FrameReader()
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def call(self, target: str, args: Any, timeout: float) -> Any:
+        """The worker's answer; raises `TimeoutError`, `ConnectionError` or `ProtocolError`,
+        or `RemoteFailure` carrying the worker's `[type name, message]`."""
+        deadline = time.monotonic() + timeout
+        if not self._lock.acquire(timeout=timeout):
+            raise TimeoutError(f"another synchronous call held the worker for {timeout:g}s")
+        try:
+            if self.closed:
+                raise ConnectionError("the worker's channel is closed")
+            self._next += 1
+            cid = self._next
+            self.sock.settimeout(timeout)
+            self.sock.sendall(encode([CALL, cid, target, args]))
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no answer within {timeout:g}s")
+                self.sock.settimeout(left)
+                try:
+                    messages = recv_blocking(self.sock, self._reader)
+                except TimeoutError:
+                    raise TimeoutError(f"no answer within {timeout:g}s") from None
+                if not messages:
+                    self.close()
+                    raise ConnectionError("the worker closed its channel")
+                for msg in messages:  # a late answer to an earlier, timed-out call is stale
+                    if msg[0] == RESULT and msg[1] == cid:
+                        if msg[2]:
+                            return msg[3]
+                        raise RemoteFailure(msg[3])
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
+
+
+class RemoteFailure(Exception):
+    """A synchronous call failed in the worker; `.value` is `[type name, message]`."""
+
+    def __init__(self, value: list[Any]) -> None:
+        super().__init__(f"{value[0]}: {value[1]}")
+        self.value = value
+
+
+def serve_sync(sock: socket.socket, handle: Callable[[str, Any], Any]) -> None:
+    """The worker's end: answer synchronous calls with `handle(target, args)` until the
+    host closes the socket (run in a thread of its own)."""
+    sock.setblocking(True)
+    reader = FrameReader()
+    while True:
+        try:
+            messages = recv_blocking(sock, reader)
+        except (OSError, ProtocolError):
+            return
+        if not messages:
+            return
+        for msg in messages:
+            if msg[0] != CALL:
+                continue
+            try:
+                reply = [RESULT, msg[1], True, handle(str(msg[2]), msg[3])]
+                frame = encode(reply)
+            except BaseException as exc:  # the plugin's error is this call's answer
+                frame = encode([RESULT, msg[1], False, [type(exc).__name__, str(exc)]])
+            try:
+                sock.sendall(frame)
+            except OSError:
+                return
 
 
 # Values of the contract types (hook arguments and verdicts) ------------------------------
