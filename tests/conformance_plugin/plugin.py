@@ -120,8 +120,8 @@ async def narrow(tools: list[ToolInfo]) -> list[ToolInfo]:
 
 @plugin.after_run
 async def finished(reason: RunEndReason) -> None:
-    # str(): a StrEnum in-process, its plain value where it crossed a boundary
-    await plugin.context.storage.set("after_run", str(reason))
+    # an enum at every Python tier (the worker hands the wire value back as RunEndReason)
+    await plugin.context.storage.set("after_run", reason.value)
 
 
 # Events ----------------------------------------------------------------------------------

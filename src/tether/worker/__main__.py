@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.authoring import Plugin
-from tether.contract.types import Caller, NotificationResult, ToolResult
+from tether.contract.types import Caller, NotificationResult, RunEndReason, ToolResult
 from tether.runtime.dispatch import normalise_result
 from tether.worker import protocol as p
 from tether.worker.context import WorkerContext
@@ -175,8 +175,8 @@ class Worker:
             self.tools[local] = (sig, t.input_schema is None)
             self.targets[f"tool:{local}"] = (t.fn, "tool")
             tools.append([local, desc, schema, t.timeout_ms])
-        for i, (_, fn) in enumerate(d.hooks):
-            self.targets[f"hook:{i}"] = (fn, "hook")
+        for i, (hook, fn) in enumerate(d.hooks):
+            self.targets[f"hook:{i}"] = (fn, "run-end" if hook == "after_run" else "hook")
         for i, (_, fn) in enumerate(d.events):
             self.targets[f"event:{i}"] = (fn, "event")
         for i, c in enumerate(d.commands):
@@ -238,6 +238,8 @@ class Worker:
             call_args: list[Any] = [self.ctx]
         else:
             call_args = p.from_wire(args)
+        if kind == "run-end":  # the wire carries the reason's value; hand back the enum
+            call_args = [RunEndReason(call_args[0])]
         value = await _call(fn, *call_args)
         if kind == "channel":
             return _notification(value)
