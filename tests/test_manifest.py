@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import tomllib
 from typing import Any
@@ -730,3 +731,151 @@ def test_every_bad_capability_in_the_list_is_reported() -> None:
     text = " ".join(p.message for p in problems if p.field == "capabilities")
     assert '"tools.regster"' in text
     assert '"storage.raed"' in text
+
+
+# --- wasm-only keys: hooks, subscribe, jobs -----------------------------------------------------
+
+WASM_TOML = b"""\
+id = "demo"
+name = "Demo"
+version = "1.0.0"
+api_version = "1.0"
+tier = "wasm"
+entry = "demo.wasm"
+hooks = ["before_tool_call", "transform_user_input"]
+subscribe = ["message.received", "run.start", "other-plugin.changed"]
+
+[[jobs]]
+name = "nightly"
+cron = "0 3 * * *"
+
+[[jobs]]
+name = "poll"
+every_s = 30
+
+[[jobs]]
+name = "once"
+delay_s = 1.5
+"""
+
+
+def _wasm(**changes: Any) -> dict[str, Any]:
+    return _doc(tier="wasm", entry="demo.wasm", **changes)
+
+
+def test_wasm_hooks_subscriptions_and_jobs_are_parsed() -> None:
+    m = parse_manifest(WASM_TOML, "toml", WHERE)
+    assert m.hooks == ("before_tool_call", "transform_user_input")
+    assert m.subscribe == ("message.received", "run.start", "other-plugin.changed")
+    schedules = [(j.name, j.cron, j.every_s, j.delay_s) for j in m.jobs]
+    assert schedules == [
+        ("nightly", "0 3 * * *", None, None),
+        ("poll", None, 30.0, None),
+        ("once", None, None, 1.5),
+    ]
+    assert parse_manifest(MINIMAL_TOML, "toml", WHERE).jobs == ()
+
+
+@pytest.mark.parametrize("key", ["hooks", "subscribe", "jobs"])
+def test_wasm_only_keys_need_the_wasm_tier(key: str) -> None:
+    value: Any = {
+        "hooks": ["after_run"],
+        "subscribe": ["run.end"],
+        "jobs": [{"name": "j", "every_s": 5}],
+    }[key]
+    for tier in ("inprocess", "subprocess"):
+        doc = _doc(tier=tier, **{key: value})
+        problems = _problems_of(functools.partial(manifest_from_dict, doc, WHERE))
+        message = _find(problems, key).message
+        assert f"only a wasm component lists its {key}" in message
+        assert 'set tier = "wasm"' in message
+    assert manifest_from_dict(_wasm(**{key: value}), WHERE).tier == "wasm"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "needles"),
+    [
+        pytest.param(
+            {"hooks": ["before_tool_cal"]},
+            "hooks",
+            ["unknown hook kind 'before_tool_cal'", '"before_tool_call"', "after_run"],
+            id="hook-typo",
+        ),
+        pytest.param(
+            {"hooks": ["after_run", "after_run"]}, "hooks", ["listed twice"], id="hook-twice"
+        ),
+        pytest.param(
+            {"subscribe": ["message.recieved"]},
+            "subscribe",
+            ["unknown event 'message.recieved'", '"message.received"', "docs/events.md"],
+            id="event-typo",
+        ),
+        pytest.param(
+            {"subscribe": ["shout"]}, "subscribe", ["'<plugin-id>.<name>'"], id="event-no-dot"
+        ),
+        pytest.param(
+            {"subscribe": ["run.begin"]}, "subscribe", ["unknown event"], id="host-namespace"
+        ),
+        pytest.param(
+            {"jobs": [{"name": "Bad Name", "every_s": 1}]},
+            "jobs.0.name",
+            ["lowercase letters, digits and _"],
+            id="job-name",
+        ),
+        pytest.param(
+            {"jobs": [{"name": "j", "cron": "* * *"}]},
+            "jobs.0.cron",
+            ["exactly 5 fields", "'*/5 * * * *'"],
+            id="cron-fields",
+        ),
+        pytest.param(
+            {"jobs": [{"name": "j", "cron": "61 * * * *"}]},
+            "jobs.0.cron",
+            ["invalid cron expression '61 * * * *'"],
+            id="cron-range",
+        ),
+        pytest.param(
+            {"jobs": [{"name": "j", "every_s": 0}]},
+            "jobs.0.every_s",
+            ["positive number of seconds"],
+            id="every-zero",
+        ),
+        pytest.param(
+            {"jobs": [{"name": "j", "delay_s": -1}]},
+            "jobs.0.delay_s",
+            ["positive number of seconds"],
+            id="delay-negative",
+        ),
+        pytest.param(
+            {"jobs": [{"name": "j"}]},
+            "jobs.0",
+            ["exactly one of cron, every_s, delay_s; got none"],
+            id="no-schedule",
+        ),
+        pytest.param(
+            {"jobs": [{"name": "j", "cron": "0 * * * *", "every_s": 5}]},
+            "jobs.0",
+            ["exactly one of cron, every_s, delay_s; got cron, every_s"],
+            id="two-schedules",
+        ),
+        pytest.param(
+            {"jobs": [{"name": "j", "every_s": 5}, {"name": "j", "cron": "0 * * * *"}]},
+            "jobs",
+            ["'j' is listed twice"],
+            id="job-twice",
+        ),
+        pytest.param(
+            {"jobs": [{"name": "j", "evry_s": 5}]},
+            "jobs.0.evry_s",
+            ['did you mean "every_s"'],
+            id="job-key-typo",
+        ),
+    ],
+)
+def test_bad_wasm_hooks_subscriptions_and_jobs(
+    changes: dict[str, Any], field: str, needles: list[str]
+) -> None:
+    problems = _problems_of(lambda: manifest_from_dict(_wasm(**changes), WHERE))
+    problem = _find(problems, field)
+    for needle in needles:
+        assert needle in problem.message, str(problem)

@@ -11,16 +11,28 @@ from pathlib import Path
 
 import pytest
 
-from tether.contract.types import Event
+from tether.contract.types import (
+    Caller,
+    Event,
+    Intercept,
+    RunEnd,
+    RunEndReason,
+    RunStart,
+)
 from tether.runtime.host import Host
 from tether.runtime.lifecycle import State
 from tether.runtime.wasm_engine import load_component
 from tether.runtime.wasm_ingress import MAX_COMMANDS
 from tether.runtime.wasm_tier import WasmPlugin
+from tether.services.clock import ManualClock
 from wasm_build import CACHE, HELLO, build_all
+
+# A cold cache compiles every guest in the first test's setup (tens of seconds each).
+pytestmark = pytest.mark.timeout(240)
 
 ARTIFACTS = CACHE / "cwasm"  # compiled artifacts the tests reuse between runs
 FULL = ["tools.register", "storage.read", "storage.write", "events.emit", "http.outbound"]
+REACTIVE = ["hooks.tools", "hooks.input", "hooks.run", "events.subscribe", "scheduler.write"]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +83,8 @@ def wasm_of(host: Host) -> WasmPlugin:
 
 @pytest.fixture
 async def hello(tmp_path: Path, components: dict[str, Path]) -> AsyncIterator[Host]:
-    async with Host(write_host_dir(tmp_path, components["hello"], grant=FULL)) as host:
+    policy = write_host_dir(tmp_path, components["hello"], grant=FULL + REACTIVE)
+    async with Host(policy) as host:
         assert host.records["hello"].state is State.ACTIVE, host.records["hello"].error
         yield host
 
@@ -240,3 +253,229 @@ def test_manifest_tools_need_the_wasm_tier() -> None:
     doc = b'id = "x"\nname = "X"\nversion = "1.0.0"\napi_version = "1.0"\ningress = ["a"]\n'
     with pytest.raises(ManifestError, match=r'ingress: only a wasm component.*tier = "wasm"'):
         parse_manifest(doc, "toml", "x")
+
+
+# Hooks, events, jobs and user storage --------------------------------------------------
+
+HOOKED = """
+id = "hooked"
+name = "Hooked"
+version = "0.1.0"
+api_version = "1.0"
+tier = "wasm"
+entry = "hooked.wasm"
+capabilities = [
+    "tools.register", "storage.read", "storage.write",
+    "hooks.tools", "hooks.input", "hooks.run", "events.subscribe", "scheduler.write",
+]
+hooks = ["before_tool_call", "transform_user_input"]
+subscribe = ["message.received", "run.start", "run.end"]
+
+[[tools]]
+name = "echo"
+input_schema = { type = "object", properties = { text = { type = "string" } }, required = ["text"] }
+[[tools]]
+name = "raw"
+[[tools]]
+name = "user_put"
+input_schema = { type = "object", properties = { user = {}, key = {}, value = {} } }
+[[tools]]
+name = "user_get"
+input_schema = { type = "object", properties = { user = {}, key = {} } }
+[[tools]]
+name = "user_keys"
+input_schema = { type = "object", properties = { user = {} } }
+[[tools]]
+name = "user_drop"
+input_schema = { type = "object", properties = { user = {}, key = {} } }
+
+[[jobs]]
+name = "tick"
+every_s = 60
+[[jobs]]
+name = "boom"
+cron = "*/5 * * * *"
+"""
+
+
+def write_hooked(base: Path, wasm: Path, *, grant: list[str]) -> Path:
+    """A plugin folder `hooked` running the test guest tests/wasm_guests/hooked.py."""
+    folder = base / "plugins" / "hooked"
+    folder.mkdir(parents=True)
+    (folder / "plugin.toml").write_text(HOOKED)
+    shutil.copyfile(wasm, folder / "hooked.wasm")
+    grants = ", ".join(f'"{g}"' for g in grant)
+    (base / "tether.toml").write_text(f"[plugins.hooked]\ngrant = [{grants}]\n")
+    cache = base / ".tether" / "wasm-cache"
+    cache.mkdir(parents=True)
+    for art in ARTIFACTS.glob("*.cwasm"):
+        shutil.copyfile(art, cache / art.name)
+    return base / "tether.toml"
+
+
+HOOKED_GRANT = ["tools.register", "storage.read", "storage.write", *REACTIVE]
+
+
+@pytest.fixture
+async def hooked(tmp_path: Path, components: dict[str, Path]) -> AsyncIterator[Host]:
+    policy = write_hooked(tmp_path, components["hooked"], grant=HOOKED_GRANT)
+    async with Host(policy, clock=ManualClock()) as host:
+        rec = host.records["hooked"]
+        assert rec.state is State.ACTIVE and rec.warnings == [], (rec.error, rec.warnings)
+        yield host
+
+
+async def test_before_tool_call_hook_blocks_and_rewrites(hooked: Host) -> None:
+    blocked = await hooked.call_tool("plugin_hooked_echo", {"text": "a forbidden word"})
+    assert (blocked.content, blocked.is_error) == ("blocked by the wasm guard", True)
+    # value threading: the hook returned a changed ToolCall, and the tool ran with it
+    shouted = await hooked.call_tool("plugin_hooked_echo", {"text": "shout:hi"})
+    assert (shouted.content, shouted.is_error) == ("SHOUT:HI", False)
+    plain = await hooked.call_tool("plugin_hooked_echo", {"text": "plain"})
+    assert plain.content == "plain"  # null: the call goes on unchanged
+
+
+async def test_a_failing_wasm_hook_is_skipped_and_reported(hooked: Host) -> None:
+    # an err, or an ok that is not JSON: like a raising in-process hook, the chain skips
+    # it (the call goes on) and the host's hook error sink reports it
+    for text, why in (("crash", "the guard failed on purpose"), ("garbled", "not JSON")):
+        result = await hooked.call_tool("plugin_hooked_echo", {"text": text})
+        assert (result.content, result.is_error) == (text, False)
+        newest = hooked.audit.read(plugin="hooked", kind="plugin_error")[0].message
+        assert "hook before_tool_call failed" in newest and why in newest, newest
+    assert wasm_of_id(hooked, "hooked").traps == 0
+    assert (await hooked.call_tool("plugin_hooked_echo", {"text": "ok"})).content == "ok"
+
+
+async def test_transform_user_input_intercepts_and_threads(hooked: Host) -> None:
+    assert await hooked.hooks.transform_user_input("/ping") == Intercept(reply="pong from wasm")
+    assert await hooked.hooks.transform_user_input("hi") == "hi (seen by wasm)"
+
+
+async def test_hello_answers_slash_hello_without_the_model(hello: Host) -> None:
+    answer = await hello.hooks.transform_user_input("/hello")
+    assert answer == Intercept(reply="Hello from a wasm component!")
+    assert await hello.hooks.transform_user_input("hi there") == "hi there"
+
+
+async def test_a_subscription_receives_the_emitted_event(hooked: Host) -> None:
+    assert hooked.events.emit("message.received", {"user": "ada", "text": "hi"}, source="x") == 1
+    await hooked.events.drain(timeout=10)
+    ctx = hooked.records["hooked"].context
+    assert ctx is not None
+    assert await ctx.storage.get("last_event") == {
+        "__tether_type__": "Event",
+        "name": "message.received",
+        "data": {"user": "ada", "text": "hi"},
+        "source": "x",
+    }
+
+
+async def test_hello_counts_messages_per_user(hello: Host) -> None:
+    for user in ("ada", "bob", "ada"):
+        hello.events.emit("message.received", {"user": user, "text": "hi"})
+    await hello.events.drain(timeout=10)
+    ctx = hello.records["hello"].context
+    assert ctx is not None
+    assert await ctx.storage.get("messages", scope="user", user="ada") == 2
+    assert await ctx.storage.get("messages", scope="user", user="bob") == 1
+    assert await ctx.storage.get("messages") is None  # nothing in the plugin scope
+
+
+async def test_run_start_and_run_end_interceptors(hooked: Host) -> None:
+    ada = Caller("ada", frozenset({"user"}))
+    out = await hooked.events.run_start(RunStart("r1", None, "tell me", ada))
+    assert out.blocked_by is None and out.system_prompt == ["wasm was here"]
+    out = await hooked.events.run_start(RunStart("r2", "s", "blockme please", ada))
+    assert (out.blocked_by, out.block_reason) == ("hooked", "wasm refuses ada")
+    end = RunEnd("r1", None, "tell me", "the answer", RunEndReason.COMPLETE, ada)
+    done = await hooked.events.run_end(end)
+    assert (done.reply, done.suppressed) == ("the answer [complete]", False)
+
+
+async def test_jobs_run_on_the_schedule(hooked: Host) -> None:
+    clock = hooked.clock
+    assert isinstance(clock, ManualClock)
+    ctx = hooked.records["hooked"].context
+    assert ctx is not None
+    assert {j.name for j in hooked.scheduler.jobs("hooked")} == {"tick", "boom"}
+    await clock.advance(59)
+    await hooked.scheduler.idle()
+    assert await ctx.storage.get("ticks") is None
+    # one minute at a time: each run (in the plugin's thread) ends before the next is due
+    for minute in range(1, 6):
+        await clock.advance(60 if minute > 1 else 1)
+        await hooked.scheduler.idle()
+        assert await ctx.storage.get("ticks") == minute
+    # the cron job's first tick was at minute 5
+    boom = hooked.scheduler.get("hooked", "boom")
+    assert boom is not None and boom.failure_count == 1
+    assert boom.last_error is not None and "job boom failed on purpose" in boom.last_error
+
+
+async def test_user_storage_round_trip_and_isolation(hooked: Host) -> None:
+    async def call(tool: str, **args: object) -> object:
+        result = await hooked.call_tool(f"plugin_hooked_{tool}", args)
+        assert not result.is_error, result.content
+        return result.data
+
+    await call("user_put", user="ada", key="k", value={"n": [1, 2]})
+    await call("user_put", user="bob", key="k", value=["bob's"])
+    assert await call("user_get", user="ada", key="k") == {"n": [1, 2]}
+    assert await call("user_get", user="bob", key="k") == ["bob's"]
+    assert await call("user_get", user="cy", key="k") is None
+    assert await call("user_keys", user="ada") == ["k"]
+    ctx = hooked.records["hooked"].context
+    assert ctx is not None
+    assert await ctx.storage.get("k", scope="user", user="ada") == {"n": [1, 2]}
+    assert await ctx.storage.get("k") is None  # the plugin scope is separate
+    assert await call("user_drop", user="ada", key="k") is True
+    assert await call("user_get", user="ada", key="k") is None
+    assert await call("user_get", user="bob", key="k") == ["bob's"]
+    bad = await hooked.call_tool("plugin_hooked_user_put", {"user": "", "key": "k", "value": 1})
+    assert bad.is_error and "user-storage.set" in bad.content and "1-256" in bad.content
+    assert wasm_of_id(hooked, "hooked").traps == 0
+
+
+async def test_user_storage_needs_the_storage_grants(
+    tmp_path: Path, components: dict[str, Path]
+) -> None:
+    policy = write_hooked(tmp_path, components["hooked"], grant=["tools.register"])
+    async with Host(policy) as host:
+        args = {"user": "ada", "key": "k", "value": 1}
+        put = await host.call_tool("plugin_hooked_user_put", args)
+        assert put.is_error and "storage.write" in put.content
+        get = await host.call_tool("plugin_hooked_user_get", {"user": "ada", "key": "k"})
+        assert get.is_error and "storage.read" in get.content
+        rows = host.audit.read(plugin="hooked", kind="capability_violation")
+        assert {r.detail["capability"] for r in rows} >= {"storage.write", "storage.read"}
+
+
+async def test_a_result_that_is_not_json_is_a_clear_error(hooked: Host) -> None:
+    result = await hooked.call_tool("plugin_hooked_raw", {})
+    assert result.is_error
+    assert "tool 'raw': the component returned a result that is not JSON" in result.content
+    assert "'plain words, not JSON xxx" in result.content and "x" * 100 not in result.content
+
+
+async def test_hooks_events_and_jobs_without_grants_are_skipped(
+    tmp_path: Path, components: dict[str, Path]
+) -> None:
+    async with Host(write_host_dir(tmp_path, components["hello"], grant=FULL)) as host:
+        rec = host.records["hello"]
+        assert rec.state is State.ACTIVE, rec.error
+        assert sorted(rec.warnings) == [
+            "event message.received skipped: events.subscribe is not granted",
+            "hook transform_user_input skipped: hooks.input is not granted",
+            "job tick skipped: scheduler.write is not granted",
+        ]
+        assert await host.hooks.transform_user_input("/hello") == "/hello"
+        assert host.events.subscribers("message.received") == ()
+        assert host.scheduler.jobs("hello") == []
+        assert (await host.call_tool("plugin_hello_ping", {})).content == "pong"
+
+
+def wasm_of_id(host: Host, plugin_id: str) -> WasmPlugin:
+    wasm = getattr(host.records[plugin_id].plugin, "wasm", None)
+    assert isinstance(wasm, WasmPlugin)
+    return wasm

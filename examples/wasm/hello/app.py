@@ -5,15 +5,17 @@ Build it (see docs/wasm.md):
     componentize-py -d wit -w plugin componentize app -p examples/wasm/hello -o hello.wasm
 
 The class name `WitWorld` is what componentize-py looks for; every export of the
-`tether:plugin/plugin` world is a method. Imports (storage, http, events, logging) are
-the host's capability membrane: a call without the grant raises `Err` with a message.
+`tether:plugin/plugin` world is a method. Imports (storage, user_storage, http, events,
+logging) are the host's capability membrane: a call without the grant raises `Err` with a
+message. Results are JSON text; Tether's types (Intercept, ToolCall, Event, ...) are JSON
+objects tagged with "__tether_type__".
 """
 
 import json
 
 import wit_world
 from componentize_py_types import Err
-from wit_world.imports import events, http, logging, storage
+from wit_world.imports import events, http, logging, storage, user_storage
 
 # componentize-py may make a new WitWorld object per call: keep state at module level
 # (and anything durable in host storage: a trapped instance is replaced by a fresh one).
@@ -65,13 +67,32 @@ class WitWorld(wit_world.WitWorld):
         return _text({"accepted": True, "output_commands": commands})
 
     def handle_hook(self, kind: str, args_json: str) -> str:
-        return "null"  # hello lists no hooks in its manifest: nothing to change
+        # plugin.toml lists hooks = ["transform_user_input"]: args are [text]
+        if kind == "transform_user_input":
+            (text,) = json.loads(args_json)
+            if text.strip() == "/hello":  # answer without the model
+                reply = f"{STATE['greeting']} from a wasm component!"
+                return _text({"__tether_type__": "Intercept", "reply": reply})
+            return "null"  # leave the input unchanged
+        raise Err(f"unknown hook {kind!r}")
 
     def handle_event(self, event: str, arg_json: str) -> str:
+        # plugin.toml subscribes to message.received: count each user's messages
+        if event == "message.received":
+            data = json.loads(arg_json)["data"]
+            user = data.get("user")
+            if isinstance(user, str) and user:
+                raw = user_storage.get(user, "messages")
+                count = 0 if raw is None else json.loads(raw)
+                user_storage.set(user, "messages", json.dumps(count + 1))
         return "null"
 
     def run_job(self, name: str) -> None:
-        raise Err(f"unknown job {name!r}")
+        # plugin.toml schedules the job "tick" every hour
+        if name != "tick":
+            raise Err(f"unknown job {name!r}")
+        raw = storage.get("ticks")
+        storage.set("ticks", json.dumps((0 if raw is None else json.loads(raw)) + 1))
 
     def status(self) -> str:
         return _text({"state": "ready"})

@@ -6,9 +6,11 @@ raises `ManifestError` listing every problem as `<folder>: <field>: <message>`.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
+from croniter import croniter
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -16,10 +18,17 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from tether.contract.capabilities import BY_NAME
 from tether.contract.errors import ManifestError, Problem
+from tether.contract.events import (
+    HOST_NAMESPACES,
+    INTERCEPTOR_EVENTS,
+    NOTIFICATION_EVENTS,
+    is_known_event,
+)
 from tether.contract.hosts import HostPatternError, normalize_host_pattern
 from tether.contract.validation import (
     PLUGIN_ID,
@@ -135,6 +144,88 @@ class ManifestTool(_Strict):
         return v
 
 
+def check_cron_expression(expr: str) -> str:
+    """A 5-field UTC cron expression, checked as the scheduler checks it."""
+    if len(expr.split()) != 5:
+        raise ValueError(
+            f"invalid cron expression {expr!r}: it needs exactly 5 fields "
+            "'minute hour day-of-month month day-of-week' (UTC), e.g. '*/5 * * * *'"
+        )
+    try:
+        croniter(expr)
+    except (ValueError, KeyError) as exc:
+        raise ValueError(
+            f"invalid cron expression {expr!r}: {exc}; use 5 fields "
+            "'minute hour day-of-month month day-of-week' (UTC), e.g. '0 9 * * *'"
+        ) from None
+    return expr
+
+
+class ManifestJob(_Strict):
+    """A scheduled job a wasm component runs (`run-job`): exactly one of `cron`,
+    `every_s` (seconds from the end of one run to the next) or `delay_s` (once)."""
+
+    name: str
+    cron: str | None = None
+    every_s: float | None = None
+    delay_s: float | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _job_name(cls, v: str) -> str:
+        if not _TOOL_NAME.fullmatch(v):
+            raise ValueError(f"job name {v!r} must be lowercase letters, digits and _")
+        return v
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        return None if v is None else check_cron_expression(v)
+
+    @field_validator("every_s", "delay_s")
+    @classmethod
+    def _seconds(cls, v: float | None) -> float | None:
+        if v is not None and (not math.isfinite(v) or v <= 0):
+            raise ValueError(f"must be a positive number of seconds, not {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> ManifestJob:
+        given = [k for k in ("cron", "every_s", "delay_s") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"job {self.name!r} needs exactly one of cron, every_s, delay_s; "
+                f"got {', '.join(given) or 'none'}"
+            )
+        return self
+
+
+def check_hook_kind(kind: str) -> str:
+    """A hook kind a component may list: one of `Plugin.hook`'s names."""
+    # Imported here: tether.authoring imports this module for `Manifest`.
+    from tether.authoring import HOOK_NAMES
+
+    if kind not in HOOK_NAMES:
+        hint = did_you_mean(kind, HOOK_NAMES)
+        raise ValueError(f"unknown hook kind {kind!r}{hint}; use one of {', '.join(HOOK_NAMES)}")
+    return kind
+
+
+def check_subscription(event: str) -> str:
+    """An event a component may subscribe to, by the rule `ctx.events.on` applies: a host
+    event (notification or interceptor) or another plugin's `<plugin-id>.<name>`."""
+    host = (*NOTIFICATION_EVENTS, *INTERCEPTOR_EVENTS)
+    if event in host:
+        return event
+    if event.split(".", 1)[0] in HOST_NAMESPACES or not is_known_event(event):
+        hint = did_you_mean(event, host)
+        raise ValueError(
+            f"unknown event {event!r}{hint}; see docs/events.md, or name a plugin's event "
+            "as '<plugin-id>.<name>'"
+        )
+    return event
+
+
 class Manifest(_Strict):
     """A validated plugin manifest."""
 
@@ -162,6 +253,12 @@ class Manifest(_Strict):
     """wasm tier only: the component's tools (name, description, input_schema)."""
     ingress: tuple[str, ...] = ()
     """wasm tier only: the ingress names the component handles."""
+    hooks: tuple[str, ...] = ()
+    """wasm tier only: the hook kinds the component handles (`handle-hook`)."""
+    subscribe: tuple[str, ...] = ()
+    """wasm tier only: the events the component handles (`handle-event`)."""
+    jobs: tuple[ManifestJob, ...] = ()
+    """wasm tier only: the component's scheduled jobs (`run-job`)."""
 
     @field_validator(
         "capabilities",
@@ -173,6 +270,9 @@ class Manifest(_Strict):
         "mtls_secrets",
         "tools",
         "ingress",
+        "hooks",
+        "subscribe",
+        "jobs",
         mode="before",
     )
     @classmethod
@@ -319,6 +419,28 @@ class Manifest(_Strict):
         _no_duplicates(v)
         return v
 
+    @field_validator("hooks")
+    @classmethod
+    def _hooks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for kind in v:
+            check_hook_kind(kind)
+        _no_duplicates(v)
+        return v
+
+    @field_validator("subscribe")
+    @classmethod
+    def _subscribe(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for event in v:
+            check_subscription(event)
+        _no_duplicates(v)
+        return v
+
+    @field_validator("jobs")
+    @classmethod
+    def _jobs(cls, v: tuple[ManifestJob, ...]) -> tuple[ManifestJob, ...]:
+        _no_duplicates(tuple(j.name for j in v))
+        return v
+
     @field_validator("config_schema")
     @classmethod
     def _config_schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -350,8 +472,12 @@ MANIFEST_KEYS: dict[str, tuple[str, ...]] = {
     "limits": tuple(ManifestLimits.model_fields),
     "env": ("from", "as"),
     "tools": tuple(ManifestTool.model_fields),
+    "jobs": tuple(ManifestJob.model_fields),
 }
 
+
+WASM_ONLY_KEYS = ("tools", "ingress", "hooks", "subscribe", "jobs")
+"""Keys only a wasm component's manifest may have: it cannot declare anything in code."""
 
 _ALIASES_BY_PARENT: dict[str, dict[str, str]] = {
     "": KEY_ALIASES,
@@ -387,9 +513,12 @@ def _cross_problems(doc: dict[str, Any], where: str) -> list[Problem]:
             "or remove route_prefix"
         )
         out.append(Problem(where, "route_prefix", msg))
-    for key in ("tools", "ingress"):
+    for key in WASM_ONLY_KEYS:
         if listed(key) and doc.get("tier") != "wasm":
-            msg = 'only a wasm component lists its tools and ingress; set tier = "wasm"'
+            msg = (
+                f"only a wasm component lists its {key} in the manifest (other tiers "
+                'declare them in code); set tier = "wasm" or remove the key'
+            )
             out.append(Problem(where, key, msg))
     if listed("mtls_secrets") and "secrets.mtls" not in caps:
         msg = (

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
-from wasmtime import Config, Engine, Store, WasiConfig, WasmtimeError
+from wasmtime import Config, Engine, ExitTrap, Store, WasiConfig, WasmtimeError
 from wasmtime.component import Component
 
 EPOCH_TICK_S = 0.005
@@ -54,16 +54,24 @@ def ticks_for(timeout_ms: int) -> int:
     return max(1, round(timeout_ms / 1000 / EPOCH_TICK_S)) + 1
 
 
-def sandbox_store(memory_max_pages: int, stderr: Callable[[bytes], None] | None = None) -> Store:
+def sandbox_store(
+    memory_max_pages: int,
+    stderr: Callable[[bytes], None] | None = None,
+    env: dict[str, str] | None = None,
+) -> Store:
     """A new store, ready to instantiate into: WASI set to an empty configuration (the
     linker has WASI linked, and a store without it would abort the process on the first
     call) and linear memory capped at `memory_max_pages` pages of 64 KiB.
 
     `stderr` receives what the guest writes to stderr (its tracebacks), for error messages.
+    `env` is the guest's whole environment: only what the operator granted (`env.inject`
+    with the manifest's `env` list), never the host's own.
     Every store of the tier comes from here; close it with `store.close()` when done.
     """
     store = Store(engine())
-    wasi = WasiConfig()  # nothing preopened, no env, no args, no inherited stdio
+    wasi = WasiConfig()  # nothing preopened, no args, no inherited stdio
+    if env:
+        wasi.env = sorted(env.items())
     if stderr is not None:
         wasi.stderr_custom = stderr
     store.set_wasi(wasi)
@@ -104,13 +112,22 @@ def describe_trap(
     """A clear message for a failed call into a component; `stderr` is the tail of what
     the guest wrote there (a Python guest's traceback names its exception)."""
     text = str(exc)
-    if "interrupt" in text:
+    if "wasm trap: interrupt" in text:
         return f"the component exceeded its CPU time limit of {timeout_ms} ms and was stopped"
+    if isinstance(exc, ExitTrap):  # os._exit or sys.exit; WASI 0.2 keeps only 0 or 1
+        return f"the component exited (status {exc.code}, e.g. sys.exit or os._exit)"
     mib = memory_max_pages * PAGE_BYTES / (1 << 20)
     if "MemoryError" in stderr or "out of memory" in text.lower():
         return f"the component ran out of memory (limit {mib:g} MiB) and was stopped"
+    if "call stack exhausted" in text:
+        return "the component exhausted its call stack (runaway recursion) and was stopped"
     if "cannot enter component instance" in text:
         return "the component instance was poisoned by an earlier trap"
-    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    # the guest's traceback ends with its exception; componentize-py's panic lines follow it
+    lines = [ln.strip() for ln in stderr.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(_RUNTIME_NOISE)]
     cause = lines[-1] if lines else (text.strip().splitlines() or [type(exc).__name__])[-1]
     return f"the component crashed: {cause[:300]}"
+
+
+_RUNTIME_NOISE = ("thread '", "Python function threw", "note: run with", "lost sys.std")

@@ -1,5 +1,5 @@
-"""The host side of the `tether:plugin` world's imports: logging, storage, http and events,
-each going through the plugin's capability membrane (its `Context`).
+"""The host side of the `tether:plugin` world's imports: logging, storage, user-storage,
+http and events, each going through the plugin's capability membrane (its `Context`).
 
 Component calls run in the plugin's worker thread; an import that needs the host's event
 loop (storage, egress) runs its coroutine there and waits. A host function never raises
@@ -51,30 +51,61 @@ class HostImports:
     def log(self, _store: Any, level: str, message: str) -> None:
         self.ctx.log.log(_LEVELS.get(level, logging.ERROR), "%s", message[:10_000])
 
-    # storage (scope "plugin", values are JSON text) -----------------------------------
+    # storage (scope "plugin"; user-storage: scope "user"; values are JSON text) --------
 
-    def storage_get(self, _store: Any, key: str) -> Variant:
-        ok, value = self._guard("storage.get", lambda: self._await(self.ctx.storage.get(key)))
+    def _where(self, user: str | None) -> dict[str, Any]:
+        return {} if user is None else {"scope": "user", "user": user}
+
+    def _get(self, what: str, key: str, user: str | None) -> Variant:
+        st = self.ctx.storage
+        ok, value = self._guard(what, lambda: self._await(st.get(key, **self._where(user))))
         if not ok:
             return Variant("err", value)
         return Variant("ok", None if value is None else json.dumps(value))
 
-    def storage_set(self, _store: Any, key: str, value_json: str) -> str | None:
+    def _set(self, what: str, key: str, value_json: str, user: str | None) -> str | None:
         def run() -> None:
             if len(value_json) > MAX_VALUE_CHARS:
                 raise ValueError(f"values are at most {MAX_VALUE_CHARS} characters of JSON")
-            self._await(self.ctx.storage.set(key, json.loads(value_json)))
+            value = json.loads(value_json)
+            self._await(self.ctx.storage.set(key, value, **self._where(user)))
 
-        ok, value = self._guard("storage.set", run)
+        ok, value = self._guard(what, run)
         return None if ok else str(value)  # result<_, string> is untagged: None or the error
 
-    def storage_delete(self, _store: Any, key: str) -> bool | str:
-        ok, value = self._guard("storage.delete", lambda: self._await(self.ctx.storage.delete(key)))
+    def _delete(self, what: str, key: str, user: str | None) -> bool | str:
+        st = self.ctx.storage
+        ok, value = self._guard(what, lambda: self._await(st.delete(key, **self._where(user))))
         return bool(value) if ok else str(value)
 
-    def storage_list(self, _store: Any, prefix: str) -> list[str] | str:
-        ok, value = self._guard("storage.list", lambda: self._await(self.ctx.storage.list(prefix)))
+    def _list(self, what: str, prefix: str, user: str | None) -> list[str] | str:
+        st = self.ctx.storage
+        ok, value = self._guard(what, lambda: self._await(st.list(prefix, **self._where(user))))
         return list(value) if ok else str(value)
+
+    def storage_get(self, _store: Any, key: str) -> Variant:
+        return self._get("storage.get", key, None)
+
+    def storage_set(self, _store: Any, key: str, value_json: str) -> str | None:
+        return self._set("storage.set", key, value_json, None)
+
+    def storage_delete(self, _store: Any, key: str) -> bool | str:
+        return self._delete("storage.delete", key, None)
+
+    def storage_list(self, _store: Any, prefix: str) -> list[str] | str:
+        return self._list("storage.list", prefix, None)
+
+    def user_get(self, _store: Any, user: str, key: str) -> Variant:
+        return self._get("user-storage.get", key, user)
+
+    def user_set(self, _store: Any, user: str, key: str, value_json: str) -> str | None:
+        return self._set("user-storage.set", key, value_json, user)
+
+    def user_delete(self, _store: Any, user: str, key: str) -> bool | str:
+        return self._delete("user-storage.delete", key, user)
+
+    def user_list(self, _store: Any, user: str, prefix: str) -> list[str] | str:
+        return self._list("user-storage.list", prefix, user)
 
     # http (through the host's egress checks) ------------------------------------------
 
@@ -129,6 +160,12 @@ def build_linker(imports: HostImports) -> Linker:
             "set": imports.storage_set,
             "delete": imports.storage_delete,
             "list": imports.storage_list,
+        },
+        "user-storage": {
+            "get": imports.user_get,
+            "set": imports.user_set,
+            "delete": imports.user_delete,
+            "list": imports.user_list,
         },
         "http": {"request": imports.http_request},
         "events": {"emit": imports.emit},

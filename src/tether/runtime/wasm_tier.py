@@ -12,26 +12,30 @@ state belongs in host storage. See docs/wasm.md.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wasmtime import Store
-from wasmtime.component import Component, Func, Instance, Variant
+from wasmtime.component import Component, Instance, Variant
 
-from tether.authoring import Plugin, ToolDecl
+from tether.authoring import JobDecl, Plugin, ToolDecl
 from tether.contract.manifest import Manifest
 from tether.contract.policy import Resolution
 from tether.runtime.dispatch import trust
 from tether.runtime.inprocess import PluginImportError
 from tether.runtime.wasm_engine import describe_trap, load_component, sandbox_store, ticks_for
+from tether.runtime.wasm_export import ExportCall
 from tether.runtime.wasm_host import HostImports, build_linker
 from tether.runtime.wasm_ingress import Delivery, Reply, envelope, execute_commands, parse_output
+from tether.runtime.wasm_thread import GuestThread, restart_clock
+from tether.worker.protocol import from_wire, to_wire
 
 if TYPE_CHECKING:
     from tether.runtime.context import Context
@@ -39,7 +43,23 @@ if TYPE_CHECKING:
     from tether.runtime.host import Host
 
 log = logging.getLogger("tether.wasm")
-EXPORTS = ("start", "handle-tool", "handle-ingress", "status", "stop")
+EXPORTS = (
+    "start",
+    "handle-tool",
+    "handle-ingress",
+    "handle-hook",
+    "handle-event",
+    "run-job",
+    "status",
+    "stop",
+)
+
+
+STUCK_GRACE_S = 0.2
+"""How long past its time limit a call may run before its thread is taken as stuck (the
+epoch deadline stops guest code within a tick or two of the limit)."""
+MAX_STUCK = 3
+"""Abandoned threads (each keeping a store) a plugin may have before calls are refused."""
 
 
 class WasmCallError(Exception):
@@ -57,14 +77,38 @@ class WasmPlugin:
         self.memory_max_pages = res.memory_max_pages
         self.from_cache = False
         self.traps = 0
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"tether-wasm-{manifest.id}")
-        self._lock = threading.Lock()  # the store is entered by one call at a time
+        self.stuck = 0
+        """Calls abandoned because they blocked where the epoch deadline cannot reach."""
+        # The instance (store and exports) lives in the guest thread's locals, so
+        # a store is only ever entered by the thread that made it; see the properties below.
+        self._local = threading.local()
+        self._thread: GuestThread | None = None  # made by the first call
+        self._stuck_threads: list[GuestThread] = []
+        self._bound_s = self.timeout_ms / 1000 + STUCK_GRACE_S
         self._ctx: Context | None = None
         self._imports: HostImports | None = None
-        self._store: Store | None = None
-        self._funcs: dict[str, Func] = {}
         self._config_json = "{}"
-        self._stderr = bytearray()  # the tail of the guest's stderr, for error messages
+        # The tail of the guest's stderr, for error messages. Shared: wasmtime calls the
+        # stderr callback from its own I/O threads, not from the guest thread.
+        self._stderr = bytearray()
+
+    # Per-thread instance state -------------------------------------------------------------
+
+    @property
+    def _store(self) -> Store | None:
+        return getattr(self._local, "store", None)
+
+    @_store.setter
+    def _store(self, store: Store | None) -> None:
+        self._local.store = store
+
+    @property
+    def _funcs(self) -> dict[str, ExportCall]:
+        return getattr(self._local, "funcs", {})
+
+    @_funcs.setter
+    def _funcs(self, funcs: dict[str, ExportCall]) -> None:
+        self._local.funcs = funcs
 
     # Instance management (worker thread) ------------------------------------------------
 
@@ -80,7 +124,7 @@ class WasmPlugin:
                 func = instance.get_func(store, name)
                 if func is None:
                     raise WasmCallError(f"the component does not export {name!r}")
-                funcs[name] = func
+                funcs[name] = ExportCall(func, store)  # its type looked up once
         except Exception:
             store.close()
             raise
@@ -116,14 +160,87 @@ class WasmPlugin:
             raise WasmCallError(f"{export}: {message}") from None
 
     def _call_sync(self, export: str, *args: str) -> Any:
-        with self._lock:
-            if self._store is None:
-                self._instantiate()
-            return self._enter(export, *args)
+        if self._store is None:
+            self._instantiate()
+            restart_clock()  # the export gets its own full bound after `start`
+        return self._enter(export, *args)
 
     async def _call(self, export: str, *args: str) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call_sync, export, *args)
+        return await self._run(export, self._call_sync, export, *args)
+
+    # The guest thread, and calls stuck where the epoch cannot reach ------------------------
+
+    def _new_thread(self) -> GuestThread:
+        return GuestThread(f"tether-wasm-{self.manifest.id}", on_exit=self._drop_store)
+
+    async def _run(self, export: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)` in the guest thread, bounded: a call still running `_bound_s` after
+        it began is stuck in a blocking host call (the epoch deadline would have stopped
+        guest code), so its thread is abandoned and the call fails now."""
+        if self._stuck_threads:
+            self._refuse_if_stuck(export)
+        thread = self._thread
+        if thread is None:
+            thread = self._thread = self._new_thread()
+        try:
+            future = thread.submit(fn, *args)
+        except RuntimeError:
+            raise WasmCallError(f"{export}: plugin {self.manifest.id!r} is closed") from None
+        loop = future.get_loop()
+        timer = loop.call_later(self._bound_s, self._overdue, thread, future, export)
+        try:
+            return await future
+        finally:
+            if not future.cancelled():  # a cancelled call may still be running: keep watching
+                timer.cancel()
+
+    def _overdue(self, thread: GuestThread, future: asyncio.Future[Any], export: str) -> None:
+        loop, current = future.get_loop(), self._thread
+        assert current is not None
+        since = thread.running_since(future) or current.running_since(future)
+        if since is None:
+            if not future.done():  # still queued behind another call, which is watched
+                loop.call_later(self._bound_s, self._overdue, thread, future, export)
+            return
+        left = since + self._bound_s - time.monotonic()
+        if left > 0:  # it began late (queued) or re-clocked after a new instance's start
+            loop.call_later(left, self._overdue, thread, future, export)
+            return
+        if current.running_since(future) is not None:
+            self._abandon(current, export)
+        if not future.done():
+            future.set_exception(WasmCallError(f"{export}: {self._stuck_message()}"))
+
+    def _stuck_message(self) -> str:
+        return (
+            f"the component did not return within its time limit of {self.timeout_ms} ms: "
+            "it is blocked in a host call that the CPU limit cannot interrupt (for example "
+            "time.sleep); its instance was abandoned and the next call starts a fresh one"
+        )
+
+    def _abandon(self, old: GuestThread, export: str) -> None:
+        """Leave the thread (and its store) to its stuck call; queued calls move to a fresh
+        thread, which makes a fresh instance. The old thread closes its store when the call
+        finally returns."""
+        new = self._thread = self._new_thread()
+        for job in old.abandon():
+            new.adopt(job)
+        self.stuck += 1
+        self._stuck_threads.append(old)
+        message = self._stuck_message()
+        log.warning("wasm plugin %s: %s: %s", self.manifest.id, export, message)
+        if self._ctx is not None:
+            self._ctx._services.audit.record(self.manifest.id, "wasm_stuck", message, export=export)
+
+    def _refuse_if_stuck(self, export: str) -> None:
+        """Each stuck call holds a thread and a store: past MAX_STUCK, refuse new calls."""
+        self._stuck_threads = [t for t in self._stuck_threads if t.alive()]
+        if len(self._stuck_threads) >= MAX_STUCK:
+            raise WasmCallError(
+                f"{export}: plugin {self.manifest.id!r} has {len(self._stuck_threads)} calls "
+                "still blocked in host calls; new calls are refused until they return "
+                "(disable or unload the plugin, and fix the blocking call)"
+            )
 
     # Lifecycle ---------------------------------------------------------------------------
 
@@ -135,33 +252,35 @@ class WasmPlugin:
         )
         config = ctx.config if isinstance(ctx.config, dict) else ctx.config.model_dump()
         self._config_json = json.dumps(config)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._start_sync)
+        await self._run("start", self._start_sync)
 
     def _start_sync(self) -> None:
-        with self._lock:
-            self._instantiate()
+        self._instantiate()
 
     async def stop(self) -> None:
-        """Run the component's `stop` (errors are logged) and drop the store."""
+        """Run the component's `stop` and drop the store. A trap or a hang in `stop` raises
+        `WasmCallError` (within the plugin's time limit); the store is dropped either way."""
         if self._imports is None:
             return
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._stop_sync)
+        await self._run("stop", self._stop_sync)
 
     def _stop_sync(self) -> None:
-        with self._lock:
+        try:
             if self._store is not None:
-                try:
-                    self._enter("stop")
-                except WasmCallError as exc:
-                    log.warning("wasm plugin %s: %s", self.manifest.id, exc)
+                self._enter("stop")
+        finally:
             self._drop_store()
 
     async def close(self) -> None:
-        """Stop, close the store and end the worker thread."""
-        await self.stop()
-        self._executor.shutdown(wait=True)
+        """Stop, close the store and end the guest thread (a thread left to a stuck call
+        ends, closing its store, when that call returns)."""
+        try:
+            await self.stop()
+        finally:
+            thread = self._thread
+            if thread is not None:
+                thread.close()
+                await asyncio.to_thread(thread.join, self._bound_s)
 
     # Calls ---------------------------------------------------------------------------------
 
@@ -227,7 +346,72 @@ def _result_value(result: Any, what: str, *, parse: bool = True) -> Any:
     try:
         return json.loads(text)
     except ValueError:
-        return text  # plain text is a fine result too
+        raise WasmCallError(
+            f"{what}: the component returned a result that is not JSON ({text[:80]!r}); "
+            "return JSON text, e.g. json.dumps(value)"
+        ) from None
+
+
+def _to_json(value: Any) -> str:
+    """`value` as JSON in the tagged form of the subprocess tier's wire (`__tether_type__`);
+    anything else that is not JSON (a host dataclass such as the agent's config) goes as its
+    fields, or as text."""
+
+    def fallback(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return {f.name: to_wire(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return str(obj)
+
+    return json.dumps(to_wire(value), default=fallback)
+
+
+def _from_json(result: Any, what: str) -> Any:
+    """The guest's `ok` JSON as Tether's types; an `err`, a trap or an unreadable value
+    raises `WasmCallError`."""
+    value = _result_value(result, what)
+    try:
+        return from_wire(value)
+    except (TypeError, ValueError) as exc:
+        raise WasmCallError(f"{what}: the host cannot read the component's result: {exc}") from None
+
+
+def _hook_callable(wasm: WasmPlugin, kind: str) -> Callable[..., Any]:
+    """The hook as the chain calls it, running `handle-hook`. A failure raises, so the chain
+    skips the hook and reports it, as for a raising in-process hook."""
+
+    async def hook(*args: Any) -> Any:
+        result = await wasm._call("handle-hook", kind, _to_json(list(args)))
+        return _from_json(result, f"hook {kind!r}")
+
+    hook.__name__ = hook.__qualname__ = f"wasm_hook_{kind}"
+    return hook
+
+
+def _event_callable(wasm: WasmPlugin, event: str) -> Callable[..., Any]:
+    """A subscriber running `handle-event` with what an in-process handler would get (an
+    `Event`, or `RunStart`/`RunEnd` for the interceptors); returns the guest's verdict."""
+
+    async def handler(arg: Any) -> Any:
+        result = await wasm._call("handle-event", event, _to_json(arg))
+        return _from_json(result, f"event {event!r}")
+
+    handler.__name__ = handler.__qualname__ = "wasm_event_" + event.replace(".", "_")
+    return handler
+
+
+def _job_callable(wasm: WasmPlugin, name: str) -> Callable[..., Any]:
+    """A scheduled job running `run-job`; the guest's `err` fails the run."""
+
+    async def job() -> None:
+        result = await wasm._call("run-job", name)
+        # result<_, string> comes back untagged: None, or the error message
+        if isinstance(result, Variant):
+            result = result.payload if result.tag == "err" else None
+        if result is not None:
+            raise WasmCallError(f"job {name!r}: {result}")
+
+    job.__name__ = job.__qualname__ = f"wasm_job_{name}"
+    return job
 
 
 def _tool_callable(wasm: WasmPlugin, name: str, schema: dict[str, Any]) -> Callable[..., Any]:
@@ -255,7 +439,8 @@ def _tool_callable(wasm: WasmPlugin, name: str, schema: dict[str, Any]) -> Calla
 
 async def load(cand: Candidate, res: Resolution, host: Host) -> Plugin:
     """The proxy `Plugin` for a wasm candidate: compile (or load from the host's cache),
-    declare the manifest's tools, and start/stop the instance with the plugin's lifecycle."""
+    declare the manifest's tools, hooks, subscriptions and jobs, and start/stop the instance
+    with the plugin's lifecycle."""
     manifest, folder = cand.manifest, cand.folder
     if manifest is None or folder is None:
         raise PluginImportError("the wasm tier runs folder plugins only")
@@ -273,11 +458,18 @@ async def load(cand: Candidate, res: Resolution, host: Host) -> Plugin:
     wasm.from_cache = cached
     plugin = Plugin(manifest)
     plugin.wasm = wasm  # type: ignore[attr-defined]
+    d = plugin.declared
     for tool in manifest.tools:
         fn = _tool_callable(wasm, tool.name, tool.input_schema)
-        plugin.declared.tools.append(
-            ToolDecl(fn, tool.name, tool.description, tool.input_schema, None)
-        )
+        d.tools.append(ToolDecl(fn, tool.name, tool.description, tool.input_schema, None))
+    # Declared like any plugin's: activation checks the grants (hooks.*, events.subscribe,
+    # scheduler.write) and skips what is not granted, with a warning.
+    d.hooks = [(kind, _hook_callable(wasm, kind)) for kind in manifest.hooks]
+    d.events = [(event, _event_callable(wasm, event)) for event in manifest.subscribe]
+    d.jobs = [
+        JobDecl(j.name, _job_callable(wasm, j.name), j.cron, j.every_s, j.delay_s)
+        for j in manifest.jobs
+    ]
 
     async def on_load(ctx: Context) -> None:
         await wasm.start(ctx)
