@@ -16,7 +16,7 @@ from conftest import write_plugin
 from tether.runtime.host import Host
 from tether.runtime.lifecycle import State
 from tether.runtime.wasm_engine import load_component
-from tether.runtime.wasm_tier import MAX_STUCK, STUCK_GRACE_S, WasmPlugin
+from tether.runtime.wasm_tier import MAX_STUCK, STUCK_GRACE_S, WasmCallError, WasmPlugin
 from wasm_build import CACHE, build_all
 
 pytestmark = pytest.mark.timeout(90)
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(90)
 ARTIFACTS = CACHE / "cwasm"
 TIMEOUT_MS = 300
 BOUND_S = TIMEOUT_MS / 1000 + STUCK_GRACE_S
-SLACK_S = 1.0  # scheduling on a loaded 2-core machine; the bounds themselves are above
+SLACK_S = 1.5  # scheduling on a loaded 2-core machine; the bounds themselves are above
 HOSTILE_TOOLS = [
     "ping",
     "count",
@@ -65,13 +65,13 @@ def _wasm_manifest(plugin_id: str, entry: str, tools: list[str]) -> str:
         f'id = "{plugin_id}"\nname = "{plugin_id}"\nversion = "1.0.0"\napi_version = "1.0"\n'
         f'tier = "wasm"\nentry = "{entry}"\ncapabilities = ["tools.register"]\n'
     )
-    schema = "{ type = \"object\", properties = { seconds = { type = \"number\" } } }"
-    return head + "".join(
-        f'\n[[tools]]\nname = "{t}"\ninput_schema = {schema}\n' for t in tools
-    )
+    schema = '{ type = "object", properties = { seconds = { type = "number" } } }'
+    return head + "".join(f'\n[[tools]]\nname = "{t}"\ninput_schema = {schema}\n' for t in tools)
 
 
-def write_host(base: Path, components: dict[str, Path], *, config: str = "", host: str = "") -> Path:
+def write_host(
+    base: Path, components: dict[str, Path], *, config: str = "", host: str = ""
+) -> Path:
     """Plugins `hostile` (timeout_ms 300, `config` as its config table), `steady` (the
     limits guest) and `calm` (in-process), with a seeded compile cache."""
     plugins = base / "plugins"
@@ -172,7 +172,7 @@ async def test_blocking_sleep_is_abandoned_and_the_next_call_works(host: Host) -
     wasm = wasm_of(host)
     assert (await host.call_tool("plugin_hostile_count", {})).data == 1
     t0 = time.perf_counter()
-    slept = await host.call_tool("plugin_hostile_sleep", {"seconds": 2})
+    slept = await host.call_tool("plugin_hostile_sleep", {"seconds": 5})
     assert slept.is_error and "timed out after 0.3s" in slept.content
     assert time.perf_counter() - t0 < TIMEOUT_MS / 1000 + SLACK_S
     # queued behind the sleeping call until it is declared stuck, then run afresh
@@ -196,7 +196,7 @@ async def test_a_call_queued_behind_a_stuck_one_moves_to_the_fresh_instance(host
     pong = await wasm.call_tool("ping", {})  # no host timeout here: the tier's own bound
     assert pong == "pong"
     assert time.perf_counter() - t0 < BOUND_S + SLACK_S
-    with pytest.raises(Exception, match="did not return within its time limit of 300 ms"):
+    with pytest.raises(WasmCallError, match="did not return within its time limit of 300 ms"):
         await sleep
     assert wasm.stuck == 1
 
@@ -204,9 +204,10 @@ async def test_a_call_queued_behind_a_stuck_one_moves_to_the_fresh_instance(host
 async def test_too_many_stuck_calls_are_refused_until_they_return(host: Host) -> None:
     wasm = wasm_of(host)
     for _ in range(MAX_STUCK):
-        slept = await host.call_tool("plugin_hostile_sleep", {"seconds": 3})
+        slept = await host.call_tool("plugin_hostile_sleep", {"seconds": 6})
         assert slept.is_error
-    await asyncio.sleep(BOUND_S)  # the last one is declared stuck
+        # let it be declared stuck (a call still queued when its caller gives up never runs)
+        await asyncio.sleep(BOUND_S)
     assert wasm.stuck == MAX_STUCK
     refused = await host.call_tool("plugin_hostile_ping", {})
     assert refused.is_error and f"has {MAX_STUCK} calls still blocked" in refused.content
@@ -221,7 +222,10 @@ async def test_a_hanging_start_leaves_the_plugin_in_error_within_its_bound(
     tmp_path: Path, components: dict[str, Path], how: str
 ) -> None:
     policy = write_host(
-        tmp_path, components, config=f'hang_start = "{how}"\nsleep_s = 2\n', host="teardown_timeout_ms = 5000"
+        tmp_path,
+        components,
+        config=f'hang_start = "{how}"\nsleep_s = 2\n',
+        host="teardown_timeout_ms = 5000",
     )
     t0 = time.perf_counter()
     async with Host(policy) as host:

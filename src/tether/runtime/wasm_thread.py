@@ -28,19 +28,20 @@ _here = threading.local()  # the GuestThread running in this thread, if any
 class Job:
     """One submitted call: what to run, and the future the caller awaits."""
 
-    __slots__ = ("args", "fn", "future", "loop", "started")
+    __slots__ = ("args", "fn", "future", "label", "loop", "started")
 
     def __init__(
         self,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         future: asyncio.Future[Any],
-        loop: asyncio.AbstractEventLoop,
+        label: str,
     ) -> None:
         self.fn = fn
         self.args = args
         self.future = future
-        self.loop = loop
+        self.loop = future.get_loop()
+        self.label = label
         self.started = 0.0  # time.monotonic() when it began (or was re-clocked)
 
 
@@ -71,21 +72,23 @@ class GuestThread:
     def alive(self) -> bool:
         return not self._done.is_set()
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    def submit(self, fn: Callable[..., Any], *args: Any, label: str = "") -> asyncio.Future[Any]:
         """Queue `fn(*args)`; the returned future resolves on the calling event loop.
         Cancelling the future skips the call if it has not begun (a running call cannot
-        be stopped from here)."""
+        be stopped from here). `label` names the call for whoever watches it."""
         if self._closed:
             raise RuntimeError(f"{self.name} is closed")
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.put(Job(fn, args, future, loop))
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put(Job(fn, args, future, label))
         return future
 
-    def running_since(self, future: asyncio.Future[Any]) -> float | None:
-        """When the call behind `future` began (`time.monotonic()`), while it runs."""
-        job = self._current
-        return job.started if job is not None and job.future is future else None
+    def current(self) -> Job | None:
+        """The call running now, if any."""
+        return self._current
+
+    def pending(self) -> bool:
+        """Calls are queued and not begun."""
+        return not self._queue.empty()
 
     def abandon(self) -> list[Job]:
         """Take no more work; return the calls still queued (not begun) so the caller can

@@ -83,6 +83,7 @@ class WasmPlugin:
         # a store is only ever entered by the thread that made it; see the properties below.
         self._local = threading.local()
         self._thread: GuestThread | None = None  # made by the first call
+        self._watch: asyncio.TimerHandle | None = None
         self._stuck_threads: list[GuestThread] = []
         self._bound_s = self.timeout_ms / 1000 + STUCK_GRACE_S
         self._ctx: Context | None = None
@@ -174,42 +175,42 @@ class WasmPlugin:
         return GuestThread(f"tether-wasm-{self.manifest.id}", on_exit=self._drop_store)
 
     async def _run(self, export: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """`fn(*args)` in the guest thread, bounded: a call still running `_bound_s` after
-        it began is stuck in a blocking host call (the epoch deadline would have stopped
-        guest code), so its thread is abandoned and the call fails now."""
+        """`fn(*args)` in the guest thread, watched by `_watchdog`."""
         if self._stuck_threads:
             self._refuse_if_stuck(export)
         thread = self._thread
         if thread is None:
             thread = self._thread = self._new_thread()
         try:
-            future = thread.submit(fn, *args)
+            future = thread.submit(fn, *args, label=export)
         except RuntimeError:
             raise WasmCallError(f"{export}: plugin {self.manifest.id!r} is closed") from None
-        loop = future.get_loop()
-        timer = loop.call_later(self._bound_s, self._overdue, thread, future, export)
-        try:
-            return await future
-        finally:
-            if not future.cancelled():  # a cancelled call may still be running: keep watching
-                timer.cancel()
+        if self._watch is None:  # one timer per busy period, not one per call
+            self._watch = future.get_loop().call_later(self._bound_s, self._watchdog)
+        return await future
 
-    def _overdue(self, thread: GuestThread, future: asyncio.Future[Any], export: str) -> None:
-        loop, current = future.get_loop(), self._thread
-        assert current is not None
-        since = thread.running_since(future) or current.running_since(future)
-        if since is None:
-            if not future.done():  # still queued behind another call, which is watched
-                loop.call_later(self._bound_s, self._overdue, thread, future, export)
-            return
-        left = since + self._bound_s - time.monotonic()
-        if left > 0:  # it began late (queued) or re-clocked after a new instance's start
-            loop.call_later(left, self._overdue, thread, future, export)
-            return
-        if current.running_since(future) is not None:
-            self._abandon(current, export)
-        if not future.done():
-            future.set_exception(WasmCallError(f"{export}: {self._stuck_message()}"))
+    def _watchdog(self) -> None:
+        """Runs while calls are in flight. A call still running `_bound_s` after it began is
+        stuck in a blocking host call (the epoch deadline would have stopped guest code):
+        its thread is abandoned and the call fails now."""
+        self._watch = None
+        thread, now, wake = self._thread, time.monotonic(), None
+        for t in [thread, *self._stuck_threads] if thread is not None else []:
+            job = t.current()
+            if job is None:
+                continue
+            left = job.started + self._bound_s - now
+            if left > 0:  # began late (queued), or re-clocked after a new instance's start
+                wake = left if wake is None else min(wake, left)
+                continue
+            if t is thread:
+                self._abandon(t, job.label)
+            if not job.future.done():
+                job.future.set_exception(WasmCallError(f"{job.label}: {self._stuck_message()}"))
+        if wake is None and self._thread is not None and self._thread.pending():
+            wake = self._bound_s
+        if wake is not None:
+            self._watch = asyncio.get_running_loop().call_later(wake, self._watchdog)
 
     def _stuck_message(self) -> str:
         return (
@@ -278,6 +279,9 @@ class WasmPlugin:
             await self.stop()
         finally:
             thread = self._thread
+            if self._watch is not None:
+                self._watch.cancel()
+                self._watch = None
             if thread is not None:
                 thread.close()
                 await asyncio.to_thread(thread.join, self._bound_s)
@@ -481,7 +485,7 @@ async def load(cand: Candidate, res: Resolution, host: Host) -> Plugin:
 
 
 async def unload(plugin: Plugin | None) -> None:
-    """Close the plugin's instance and worker thread; never fails."""
+    """Close the plugin's instance and guest thread; never fails."""
     wasm = getattr(plugin, "wasm", None)
     if isinstance(wasm, WasmPlugin):
         try:
