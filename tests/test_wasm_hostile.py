@@ -39,6 +39,7 @@ HOSTILE_TOOLS = [
     "interrupt",
     "recurse",
     "deep",
+    "env",
 ]
 CALM = """
 from tether import Plugin
@@ -255,3 +256,30 @@ async def test_a_hanging_stop_does_not_block_unload(
         failed = host.audit.read(plugin="hostile", kind="teardown_failed")
         assert failed and "stop: " in failed[0].message
         await others_answer(host)
+
+
+@pytest.mark.parametrize("granted", [True, False])
+async def test_the_guest_sees_only_granted_environment_variables(
+    tmp_path: Path,
+    components: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    granted: bool,
+) -> None:
+    monkeypatch.setenv("TETHER_TEST_SECRET", "hunter2")
+    monkeypatch.setenv("TETHER_WASM_VISIBLE", "shown")
+    folder = tmp_path / "plugins" / "snoop"
+    folder.mkdir(parents=True)
+    manifest = _wasm_manifest("snoop", "hostile.wasm", ["env"]).replace(
+        'capabilities = ["tools.register"]',
+        'capabilities = ["tools.register", "env.inject"]\n'
+        'env = [{ from = "TETHER_WASM_VISIBLE", as = "VISIBLE" }]',
+    )
+    (folder / "plugin.toml").write_text(manifest)
+    shutil.copyfile(components["hostile"], folder / "hostile.wasm")
+    grant = '["tools.register", "env.inject"]' if granted else '["tools.register"]'
+    policy = tmp_path / "tether.toml"
+    policy.write_text(f"[plugins.snoop]\ngrant = {grant}\n")
+    async with Host(policy) as host:
+        result = await host.call_tool("plugin_snoop_env", {})
+    assert not result.is_error, result.content
+    assert result.data == ({"VISIBLE": "shown"} if granted else {})

@@ -58,6 +58,8 @@ class WitWorld(wit_world.WitWorld):
                 hog.append(bytearray(1 << 20))
         if name == "huge":
             return '"' + "x" * 20_000_000 + '"'
+        if name == "env":  # looks for the host's secrets
+            return json.dumps(dict(os.environ))
         if name == "not_json":
             return "{this is not JSON"
         if name == "exit":

@@ -4,7 +4,6 @@ empty network namespace where the kernel allows one."""
 from __future__ import annotations
 
 import ctypes
-import os
 import resource
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from typing import Any
 
 from tether.contract.policy import PluginPolicy, Resolution
 from tether.runtime.discovery import Candidate
+from tether.runtime.tiers import granted_env
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
@@ -27,13 +27,7 @@ BASE_ENV = {
 def worker_env(cand: Candidate, res: Resolution) -> dict[str, str]:
     """The worker's whole environment: a minimal base, plus the variables the manifest
     declares (`env`) when the operator granted `env.inject` — never the host's others."""
-    env = dict(BASE_ENV)
-    if cand.manifest is not None and "env.inject" in res.granted:
-        for var in cand.manifest.env:
-            value = os.environ.get(var.from_)
-            if value is not None:
-                env[var.target] = value
-    return env
+    return {**BASE_ENV, **granted_env(cand, res)}
 
 
 def _limits(res: Resolution, entry: PluginPolicy | None) -> list[tuple[int, int]]:

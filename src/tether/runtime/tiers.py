@@ -9,6 +9,7 @@ callables are RPCs into it. A tier not in `available_tiers()` is refused at reso
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import TYPE_CHECKING
 
 from tether.authoring import Plugin
@@ -22,6 +23,19 @@ if TYPE_CHECKING:
     from tether.runtime.lifecycle import PluginRecord
 
 __all__ = ["PluginImportError", "available_tiers", "load_plugin", "unload_plugin"]
+
+
+def granted_env(cand: Candidate, res: Resolution) -> dict[str, str]:
+    """The variables the manifest declares (`env`) with their values from the host's
+    environment, when the operator granted `env.inject`; otherwise nothing. An isolated
+    tier (worker process, wasm guest) sees these and never the host's other variables."""
+    out: dict[str, str] = {}
+    if cand.manifest is not None and "env.inject" in res.granted:
+        for var in cand.manifest.env:
+            value = os.environ.get(var.from_)
+            if value is not None:
+                out[var.target] = value
+    return out
 
 
 def available_tiers() -> set[str]:

@@ -30,6 +30,7 @@ from tether.contract.manifest import Manifest
 from tether.contract.policy import Resolution
 from tether.runtime.dispatch import trust
 from tether.runtime.inprocess import PluginImportError
+from tether.runtime.tiers import granted_env
 from tether.runtime.wasm_engine import describe_trap, load_component, sandbox_store, ticks_for
 from tether.runtime.wasm_export import ExportCall
 from tether.runtime.wasm_host import HostImports, build_linker
@@ -74,6 +75,7 @@ class WasmPlugin:
         self.manifest = manifest
         self.component = component
         self.timeout_ms = res.timeout_ms
+        self.env: dict[str, str] = {}  # the guest's environment (granted `env` only)
         self.memory_max_pages = res.memory_max_pages
         self.from_cache = False
         self.traps = 0
@@ -116,7 +118,7 @@ class WasmPlugin:
     def _instantiate(self) -> None:
         assert self._imports is not None
         self._drop_store()
-        store = sandbox_store(self.memory_max_pages, self._on_stderr)
+        store = sandbox_store(self.memory_max_pages, self._on_stderr, self.env)
         try:
             store.set_epoch_deadline(ticks_for(self.timeout_ms))
             instance: Instance = build_linker(self._imports).instantiate(store, self.component)
@@ -459,6 +461,7 @@ async def load(cand: Candidate, res: Resolution, host: Host) -> Plugin:
     except Exception as exc:
         raise PluginImportError(f"{manifest.entry}: cannot load the component: {exc}") from None
     wasm = WasmPlugin(manifest, component, res)
+    wasm.env = granted_env(cand, res)
     wasm.from_cache = cached
     plugin = Plugin(manifest)
     plugin.wasm = wasm  # type: ignore[attr-defined]
