@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -58,3 +59,12 @@ def make_plugin(plugin_dir: Path) -> Callable[..., Path]:
         return write_plugin(plugin_dir, plugin_id, code, **kw)  # type: ignore[arg-type]
 
     return make
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the wasm test components once, before any test runs, when a collected module
+    uses them: a cold build takes a minute or more on 2 CPUs and would otherwise count
+    against the first wasm test's timeout. Later runs find them cached."""
+    wasm_build = sys.modules.get("wasm_build")
+    if session.items and wasm_build is not None:
+        wasm_build.build_all()

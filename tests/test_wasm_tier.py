@@ -187,18 +187,15 @@ async def test_second_start_deserializes_from_the_cache(
     tmp_path: Path, components: dict[str, Path]
 ) -> None:
     policy = write_host_dir(tmp_path, components["hello"], grant=FULL, seed=False)
-    t0 = time.perf_counter()
     async with Host(policy) as host:
-        cold = time.perf_counter() - t0
         assert not wasm_of(host).from_cache
     cached = list((tmp_path / ".tether" / "wasm-cache").glob("*.cwasm"))
     assert len(cached) == 1 and cached[0].stat().st_size > 1_000_000
-    t0 = time.perf_counter()
+    written = cached[0].stat().st_mtime_ns
     async with Host(policy) as host:
-        warm = time.perf_counter() - t0
-        assert wasm_of(host).from_cache
+        assert wasm_of(host).from_cache  # deserialized, not compiled (speed: bench_wasm.py)
         assert (await host.call_tool("plugin_hello_ping", {})).content == "pong"
-    assert warm < cold / 5, (cold, warm)
+    assert cached[0].stat().st_mtime_ns == written  # the artifact was not written again
 
 
 async def test_ingress_envelope_and_output_commands(hello: Host) -> None:

@@ -139,6 +139,18 @@ class WasmPlugin:
         self._stderr += data
         del self._stderr[:-4096]
 
+    def _settle_stderr(self) -> None:
+        """Wait (at most 50 ms) until the guest's stderr stops growing. A guest abort (out
+        of memory, an uncaught exception) traps with `unreachable`, and its traceback,
+        which names the cause, reaches `_on_stderr` from wasmtime's I/O thread, sometimes
+        after the trap itself."""
+        size = -1
+        for _ in range(10):
+            if size == len(self._stderr) and size > 0:
+                return
+            size = len(self._stderr)
+            time.sleep(0.005)
+
     def _drop_store(self) -> None:
         store, self._store, self._funcs = self._store, None, {}
         if store is not None:
@@ -154,6 +166,8 @@ class WasmPlugin:
         except Exception as exc:
             self.traps += 1
             self._drop_store()
+            if "unreachable" in str(exc):
+                self._settle_stderr()
             stderr = self._stderr.decode(errors="replace")
             message = describe_trap(exc, self.timeout_ms, self.memory_max_pages, stderr)
             if self._ctx is not None:
