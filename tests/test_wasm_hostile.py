@@ -283,3 +283,14 @@ async def test_the_guest_sees_only_granted_environment_variables(
         result = await host.call_tool("plugin_snoop_env", {})
     assert not result.is_error, result.content
     assert result.data == ({"VISIBLE": "shown"} if granted else {})
+
+
+async def test_a_stopped_plugin_is_not_brought_back_by_a_late_call(host: Host) -> None:
+    steady = wasm_of(host, "steady")
+    made = steady.instances
+    await host.disable("steady")
+    with pytest.raises(WasmCallError, match="is stopped; enable it"):
+        await steady.call_tool("ping", {})  # e.g. an ingress delivery racing the disable
+    assert steady.instances == made  # no instance was made for it
+    await host.enable("steady")
+    assert (await host.call_tool("plugin_steady_ping", {})).content == "pong"

@@ -76,6 +76,8 @@ class WasmPlugin:
         self.component = component
         self.timeout_ms = res.timeout_ms
         self.env: dict[str, str] = {}  # the guest's environment (granted `env` only)
+        self._started = False  # between start() and stop(): calls may (re)instantiate
+        self.instances = 0  # instances made so far (the first, and one after each trap)
         self.memory_max_pages = res.memory_max_pages
         self.from_cache = False
         self.traps = 0
@@ -132,6 +134,7 @@ class WasmPlugin:
             store.close()
             raise
         self._store, self._funcs = store, funcs
+        self.instances += 1
         status = self._enter("start", self._config_json)
         log.debug("wasm plugin %s started: %s", self.manifest.id, status)
 
@@ -183,6 +186,10 @@ class WasmPlugin:
         return self._enter(export, *args)
 
     async def _call(self, export: str, *args: str) -> Any:
+        if not self._started:  # never bring back an instance the host has stopped
+            raise WasmCallError(
+                f"{export}: plugin {self.manifest.id!r} is stopped; enable it to call it again"
+            )
         return await self._run(export, self._call_sync, export, *args)
 
     # The guest thread, and calls stuck where the epoch cannot reach ------------------------
@@ -269,6 +276,7 @@ class WasmPlugin:
         )
         config = ctx.config if isinstance(ctx.config, dict) else ctx.config.model_dump()
         self._config_json = json.dumps(config)
+        self._started = True
         await self._run("start", self._start_sync)
 
     def _start_sync(self) -> None:
@@ -277,6 +285,7 @@ class WasmPlugin:
     async def stop(self) -> None:
         """Run the component's `stop` and drop the store. A trap or a hang in `stop` raises
         `WasmCallError` (within the plugin's time limit); the store is dropped either way."""
+        self._started = False
         if self._imports is None:
             return
         await self._run("stop", self._stop_sync)
