@@ -1,6 +1,7 @@
 """The conformance plugin as a component: the behaviours of tests/conformance_plugin/
-plugin.py through the `tether:plugin` world. Its tools, hooks, subscriptions and jobs are
-listed in tests/conformance_plugin/wasm.toml. Hook and event values cross as JSON in the
+plugin.py (and of channel.py's notification channel) through the `tether:plugin` world. Its
+tools, hooks, subscriptions, jobs, command, prompt and channel are listed in its manifest
+(tests/conformance_plugin/wasm.toml). Hook and event values cross as JSON in the
 tagged form ({"__tether_type__": "ToolCall", ...}); `null` leaves a value unchanged."""
 
 import json
@@ -146,6 +147,24 @@ def run_end(end):
 EVENTS = {"message.received": message_received, "run.start": run_start, "run.end": run_end}
 
 
+# Commands and notification channels ------------------------------------------------------
+
+
+def confping(args):
+    return f"pong {args}"
+
+
+COMMANDS = {"confping": confping}
+
+
+def deliver(request):
+    message = f"delivered to {request['recipient']}: {request['text']}"
+    return tagged("NotificationResult", ok=True, message=message)
+
+
+CHANNELS = {"conformance": deliver}
+
+
 class WitWorld(wit_world.WitWorld):
     def start(self, config_json):
         STATE["config"] = json.loads(config_json)
@@ -173,6 +192,16 @@ class WitWorld(wit_world.WitWorld):
         if name != "tick":
             raise Err(f"unknown job {name!r}")
         store_set("ticks", (store_get("ticks") or 0) + 1)
+
+    def handle_command(self, name, args):
+        if name not in COMMANDS:
+            raise Err(f"unknown command {name!r}")
+        return COMMANDS[name](args)
+
+    def deliver_notification(self, kind, request_json):
+        if kind not in CHANNELS:
+            raise Err(f"unknown channel {kind!r}")
+        return json.dumps(CHANNELS[kind](json.loads(request_json)))
 
     def status(self):
         return '{"state": "ready"}'

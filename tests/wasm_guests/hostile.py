@@ -87,6 +87,12 @@ class WitWorld(wit_world.WitWorld):
     def run_job(self, name):
         return None
 
+    def handle_command(self, name, args):
+        raise Err("this component has no commands")
+
+    def deliver_notification(self, kind, request_json):
+        raise Err("this component claims no notification channels")
+
     def status(self):
         return '{"state": "ready"}'
 

@@ -94,6 +94,15 @@ class WitWorld(wit_world.WitWorld):
         raw = storage.get("ticks")
         storage.set("ticks", json.dumps((0 if raw is None else json.loads(raw)) + 1))
 
+    def handle_command(self, name: str, args: str) -> str:
+        # plugin.toml lists the command "wave": "/wave Ada" answers without the model
+        if name == "wave":
+            return f"{STATE['greeting']}, {args or 'world'}!"  # plain text, not JSON
+        raise Err(f"unknown command {name!r}")
+
+    def deliver_notification(self, kind: str, request_json: str) -> str:
+        raise Err("hello claims no notification channels")  # plugin.toml lists none
+
     def status(self) -> str:
         return _text({"state": "ready"})
 
