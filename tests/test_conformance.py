@@ -4,13 +4,15 @@ the same observable results.
 The in-process and subprocess plugins are the same source (tests/conformance_plugin/
 plugin.py, only the manifest's `tier` differs); the wasm plugin is a component built from
 tests/wasm_guests/conformance.py that implements the same behaviours through the
-`tether:plugin` world, its tools, hooks, subscriptions and jobs listed in its manifest
-(tests/conformance_plugin/wasm.toml).
+`tether:plugin` world, its tools, hooks, subscriptions, jobs, slash command and prompt
+listed in its manifest (tests/conformance_plugin/wasm.toml).
 
-Each tier gets one host per module, holding two plugins: `conf` with every grant it needs,
-and `conflimited` (same code) without `storage.write` and without the hook and event
-grants. A behaviour a tier cannot offer is listed in TIER_GAPS with the reason, and in the
-gap table of docs/tiers.md; its test asserts what the tier does instead.
+Each tier gets one host per module, holding `conf` with every grant it needs,
+`conflimited` (same code) without `storage.write` and without the hook, event, command and
+prompt grants, and `confchannel`, which claims a notification channel (the same component
+at the wasm tier, its manifest listing the channel). A behaviour a tier cannot offer is
+listed in TIER_GAPS with the reason, and in the gap table of docs/tiers.md; its test
+asserts what the tier does instead.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from tether.contract.types import (
     TurnResult,
 )
 from tether.runtime.lifecycle import State
+from tether.runtime.wasm_engine import cache_key, load_component
+from wasm_build import CACHE, build_all, place
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.asyncio(loop_scope="module")]
 
@@ -74,13 +78,10 @@ FULL = [
 LIMITED_GRANT = ["tools.register", "storage.read"]
 CONFIG = {"greeting": "Howdy", "limit": 3, "nested": {"on": True}}
 
+# The channel of tests/conformance_plugin/channel.py, as a component's manifest lists it.
+WASM_CHANNEL = 'channels = ["conformance"]\n'
+
 TIER_GAPS: dict[tuple[str, str], str] = {
-    ("wasm", "commands"): "the plugin world has no command export and the manifest no key "
-    "to list slash commands",
-    ("wasm", "prompts"): "the manifest has no key for system-prompt text; a component changes "
-    "the prompt with a transform_system_prompt hook instead",
-    ("wasm", "channels"): "the plugin world has no export to deliver a notification, so a "
-    "component cannot claim a channel",
     ("wasm", "config_model"): "a component receives its config as JSON in start and "
     "validates it itself (the manifest's config_schema is checked by the host)",
 }
@@ -179,25 +180,23 @@ def _toml(value: Any) -> str:
 
 
 def _write_plugins(base: Path, tier: str) -> None:
-    """`conf` and `conflimited` at every tier; at the Python tiers also `confchannel` and
-    `conftyped` (a notification channel and a config model, which a component cannot
-    declare)."""
+    """`conf`, `conflimited` and `confchannel` (a notification channel) at every tier; at
+    the Python tiers also `conftyped` (a config model, which a component cannot declare)."""
     plugins: list[tuple[str, list[str], str]] = [
         ("conf", FULL, "plugin"),
         ("conflimited", FULL, "plugin"),
+        ("confchannel", ["notifications.register"], "channel"),
     ]
     if tier != "wasm":
-        plugins += [
-            ("confchannel", ["notifications.register"], "channel"),
-            ("conftyped", ["tools.register"], "typed"),
-        ]
+        plugins += [("conftyped", ["tools.register"], "typed")]
     for plugin_id, caps, source in plugins:
         folder = base / "plugins" / plugin_id
         folder.mkdir(parents=True)
         if tier == "wasm":
             manifest = _manifest(plugin_id, tier, caps, "conformance.wasm")
-            (folder / "plugin.toml").write_text(manifest + WASM_PIECES.read_text())
-            shutil.copyfile(_component(), folder / "conformance.wasm")
+            pieces = WASM_CHANNEL if source == "channel" else WASM_PIECES.read_text()
+            (folder / "plugin.toml").write_text(manifest + pieces)
+            place(_component(), folder / "conformance.wasm")
         else:
             (folder / "plugin.toml").write_text(_manifest(plugin_id, tier, caps, "plugin.py"))
             shutil.copyfile(SOURCE.with_name(f"{source}.py"), folder / "plugin.py")
@@ -206,24 +205,19 @@ def _write_plugins(base: Path, tier: str) -> None:
 
 
 def _component() -> Path:
-    from wasm_build import build_all  # builds (or reuses) the test guests
-
     return build_all()["conformance"]
 
 
 def _seed_wasm_cache(base: Path) -> None:
     """Compile the component once per content for every run; the host then deserializes
     the artifact from its cache instead of compiling."""
-    from tether.runtime.wasm_engine import cache_key, load_component
-    from wasm_build import CACHE
-
     artifacts = CACHE / "cwasm"
     component = _component()
     load_component(component, artifacts)
     name = f"{cache_key(component.read_bytes())}.cwasm"
     cache = base / ".tether" / "wasm-cache"
     cache.mkdir(parents=True)
-    shutil.copyfile(artifacts / name, cache / name)
+    place(artifacts / name, cache / name)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=TIERS)
@@ -445,12 +439,15 @@ async def test_scheduled_job_runs(rig: Rig) -> None:
     before = await rig.stored("ticks") or 0
     await rig.clock.advance(60)
 
+    def runs() -> int:
+        return next(j.run_count for j in rig.host.scheduler.jobs() if j.plugin_id == "conf")
+
     async def ticked() -> bool:
-        return bool(await rig.stored("ticks") == before + 1)
+        # the job stores its tick before the scheduler counts the run as ended
+        return bool(await rig.stored("ticks") == before + 1) and runs() >= 1
 
     await eventually(ticked, "the job tick")
-    job = next(j for j in rig.host.scheduler.jobs() if j.plugin_id == "conf")
-    assert job.run_count >= 1
+    assert await rig.stored("ticks") == before + 1
 
 
 async def test_config_reaches_the_plugin(rig: Rig) -> None:
@@ -498,43 +495,39 @@ def _refused_at_load(rig: Rig, plugin_id: str, *words: str) -> None:
         assert word in (rec.error or ""), rec.error
 
 
-async def test_slash_command(rig: Rig, record_property: Callable[[str, object], None]) -> None:
-    reply = await rig.host.run_command("/confping x")
-    if reason := gap(rig.tier, "commands"):
-        record_property("gap", reason)
-        assert reply is None
-        _wasm_manifest_refuses('commands = ["confping"]', "commands")
-        return
-    assert reply == "pong x"
+# Commands, prompts and channels ------------------------------------------------------------
 
 
-async def test_system_prompt_contribution(
-    rig: Rig, record_property: Callable[[str, object], None]
-) -> None:
+async def test_slash_command(rig: Rig) -> None:
+    assert await rig.host.run_command("/confping x") == "pong x"
+    assert await rig.host.run_command("/confping   spaced out ") == "pong spaced out"
+    command = rig.host.registry.commands["confping"]
+    assert (command.plugin_id, command.description) == ("conf", "Answer without the model.")
+    assert await rig.host.run_command("/confnope") is None
+
+
+async def test_system_prompt_contribution(rig: Rig) -> None:
+    # conf's text, then the transform hook; conflimited's text is skipped (no grant)
     prompt = await rig.host.system_prompt("base")
-    if reason := gap(rig.tier, "prompts"):
-        record_property("gap", reason)
-        assert prompt == "base | conformance"  # only the transform hook's change
-        _wasm_manifest_refuses(
-            'system_prompt = "The conformance plugin is loaded."', "system_prompt"
-        )
-        return
     assert prompt == "base\n\nThe conformance plugin is loaded. | conformance"
 
 
-async def test_notification_channel(
-    rig: Rig, record_property: Callable[[str, object], None]
-) -> None:
-    result = await rig.host.notify("conformance", "ann", "hello")
-    if reason := gap(rig.tier, "channels"):
-        record_property("gap", reason)
-        assert not result.ok and "conformance" in result.message
-        if rig.tier == "wasm":
-            _wasm_manifest_refuses('channels = ["conformance"]', "channels")
-        else:
-            _refused_at_load(rig, "confchannel", "channel", rig.tier)
-        return
-    assert (result.ok, result.message) == (True, "delivered to ann: hello")
+async def test_commands_and_prompts_without_grants_are_skipped(rig: Rig) -> None:
+    rec = rig.host.records["conflimited"]
+    assert rec.state is State.ACTIVE
+    for warning in (
+        "command /confping skipped: commands.register is not granted",
+        "system prompt skipped: prompts.contribute is not granted",
+    ):
+        assert warning in rec.warnings, rec.warnings
+
+
+async def test_notification_channel(rig: Rig) -> None:
+    assert rig.host.records["confchannel"].state is State.ACTIVE
+    result = await rig.host.notify("conformance", "ann", "hello", {"subject": "hi"})
+    assert (result.ok, result.message, result.attempts) == (True, "delivered to ann: hello", 1)
+    [channel] = [c for c in rig.host.notifications.channels() if c.kind == "conformance"]
+    assert (channel.plugin_id, channel.state) == ("confchannel", "closed")
 
 
 async def test_typed_config(rig: Rig, record_property: Callable[[str, object], None]) -> None:

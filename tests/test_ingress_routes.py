@@ -82,14 +82,15 @@ async def server(tmp_path: Path, hello_wasm: Path) -> AsyncIterator[Server]:
             yield Server(host, client, base.replace("http://", "ws://"), seen, app)
 
 
-async def _seen(srv: Server, n: int) -> list[dict[str, Any]]:
-    """The data of the first `n` hello.seen events (emitted from inside the component)."""
+async def _seen(srv: Server, n: int, name: str = "hello.seen") -> list[dict[str, Any]]:
+    """The data of the first `n` events called `name` (hello.seen is emitted from inside
+    the component); delivery is asynchronous, so wait for them."""
     for _ in range(200):
-        found = [e.data for e in srv.seen if e.name == "hello.seen"]
+        found = [e.data for e in srv.seen if e.name == name]
         if len(found) >= n:
             return found
         await asyncio.sleep(0.02)
-    raise AssertionError(f"expected {n} hello.seen events, got {srv.seen}")
+    raise AssertionError(f"expected {n} {name} events, got {srv.seen}")
 
 
 async def _recv(ws: ClientConnection) -> str:
@@ -117,7 +118,7 @@ async def test_post_delivers_one_event_and_reports_the_delivery(server: Server) 
         "attempt": 1,
         "correlation_id": out["correlation_id"],
     }
-    assert any(e.name == "hello.shouted" for e in server.seen)
+    assert await _seen(server, 1, "hello.shouted") == [{"text": "shout"}]
 
     # a retry names its attempt and reuses the correlation id
     r = await server.client.post(
@@ -226,7 +227,7 @@ async def test_each_text_message_is_one_event_and_replies_come_back(server: Serv
     assert {s["source"] for s in seen} == {f"websocket:{CHAT}"}
     assert {s["attempt"] for s in seen} == {1}
     assert len({s["correlation_id"] for s in seen}) == 3
-    assert any(e.name == "hello.shouted" for e in server.seen)
+    assert await _seen(server, 1, "hello.shouted") == [{"text": "shout"}]
     refused = server.host.audit.read(plugin="hello", kind="wasm_command_refused")
     assert len(refused) == 100 - MAX_COMMANDS
 

@@ -776,12 +776,15 @@ def test_wasm_hooks_subscriptions_and_jobs_are_parsed() -> None:
     assert parse_manifest(MINIMAL_TOML, "toml", WHERE).jobs == ()
 
 
-@pytest.mark.parametrize("key", ["hooks", "subscribe", "jobs"])
+@pytest.mark.parametrize("key", ["hooks", "subscribe", "jobs", "commands", "channels", "prompt"])
 def test_wasm_only_keys_need_the_wasm_tier(key: str) -> None:
     value: Any = {
         "hooks": ["after_run"],
         "subscribe": ["run.end"],
         "jobs": [{"name": "j", "every_s": 5}],
+        "commands": [{"name": "ping"}],
+        "channels": ["webhook"],
+        "prompt": "Be brief.",
     }[key]
     for tier in ("inprocess", "subprocess"):
         doc = _doc(tier=tier, **{key: value})
@@ -879,3 +882,137 @@ def test_bad_wasm_hooks_subscriptions_and_jobs(
     problem = _find(problems, field)
     for needle in needles:
         assert needle in problem.message, str(problem)
+
+
+# --- wasm-only keys: commands, channels, prompt ------------------------------------------------
+
+WASM_OFFERS_TOML = b"""\
+id = "demo"
+name = "Demo"
+version = "1.0.0"
+api_version = "1.0"
+tier = "wasm"
+entry = "demo.wasm"
+channels = ["webhook", "team.chat-2"]
+prompt = \"\"\"
+Answer in French.
+\tKeep it short.\"\"\"
+
+[[commands]]
+name = "weather"
+description = "Today's weather."
+
+[[commands]]
+name = "ping-2_x"
+"""
+
+
+def test_wasm_commands_channels_and_prompt_are_parsed() -> None:
+    m = parse_manifest(WASM_OFFERS_TOML, "toml", WHERE)
+    assert [(c.name, c.description) for c in m.commands] == [
+        ("weather", "Today's weather."),
+        ("ping-2_x", ""),
+    ]
+    assert m.channels == ("webhook", "team.chat-2")
+    assert m.prompt == "Answer in French.\n\tKeep it short."
+    plain = parse_manifest(MINIMAL_TOML, "toml", WHERE)
+    assert (plain.commands, plain.channels, plain.prompt) == ((), (), None)
+
+
+def test_command_names_follow_the_registrys_rule() -> None:
+    # the same pattern the host applies when a plugin registers a command in code
+    longest = "c" * 32
+    assert manifest_from_dict(_wasm(commands=[{"name": longest}]), WHERE).commands[0].name
+    problems = _problems_of(lambda: manifest_from_dict(_wasm(commands=[{"name": "c" * 33}]), WHERE))
+    assert "at most 32 characters" in _find(problems, "commands.0.name").message
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "needles"),
+    [
+        pytest.param(
+            {"commands": [{"name": "Weather"}]},
+            "commands.0.name",
+            ["command name 'Weather'", "lowercase letters, digits, _ or -", "'weather'"],
+            id="command-upper",
+        ),
+        pytest.param(
+            {"commands": [{"name": "1st"}]},
+            "commands.0.name",
+            ["starting with a letter"],
+            id="command-digit-first",
+        ),
+        pytest.param(
+            {"commands": [{"name": "ping\n"}]},
+            "commands.0.name",
+            ["command name 'ping\\n'"],
+            id="command-newline",
+        ),
+        pytest.param(
+            {"commands": [{"name": "a"}, {"name": "a"}]},
+            "commands",
+            ["'a' is listed twice"],
+            id="command-twice",
+        ),
+        pytest.param(
+            {"commands": [{"name": "a", "descripton": "x"}]},
+            "commands.0.descripton",
+            ['did you mean "description"'],
+            id="command-key-typo",
+        ),
+        pytest.param(
+            {"commands": [{"name": "a", "description": "x\x1b[31m"}]},
+            "commands.0.description",
+            ["control character U+001B"],
+            id="command-description-control",
+        ),
+        pytest.param(
+            {"commands": [{"name": "a", "description": "x" * 501}]},
+            "commands.0.description",
+            ["at most 500"],
+            id="command-description-long",
+        ),
+        pytest.param({"commands": ["ping"]}, "commands.0", ["must be a table"], id="command-bare"),
+        pytest.param(
+            {"channels": ["Web hook"]},
+            "channels",
+            ["channel kind 'Web hook'", "a-z 0-9 _ . -", "'webhook'"],
+            id="channel-kind",
+        ),
+        pytest.param({"channels": ["c" * 65]}, "channels", ["1-64 of a-z"], id="channel-too-long"),
+        pytest.param(
+            {"channels": ["mail", "mail"]},
+            "channels",
+            ["'mail' is listed twice"],
+            id="channel-twice",
+        ),
+        pytest.param(
+            {"prompt": "Be\x07 brief"}, "prompt", ["control character U+0007"], id="prompt-control"
+        ),
+        pytest.param(
+            {"prompt": "Be \u202ebrief"}, "prompt", ["bidi control U+202E"], id="prompt-bidi"
+        ),
+        pytest.param(
+            {"prompt": "x" * 4001}, "prompt", ["4001 characters", "at most 4000"], id="prompt-long"
+        ),
+        pytest.param({"prompt": " \n "}, "prompt", ["is empty"], id="prompt-blank"),
+        pytest.param({"prompt": ["a"]}, "prompt", ["must be a string"], id="prompt-list"),
+        pytest.param(
+            {"system_prompt": "Be brief."},
+            "system_prompt",
+            ['did you mean "prompt"'],
+            id="prompt-alias",
+        ),
+    ],
+)
+def test_bad_wasm_commands_channels_and_prompt(
+    changes: dict[str, Any], field: str, needles: list[str]
+) -> None:
+    problems = _problems_of(lambda: manifest_from_dict(_wasm(**changes), WHERE))
+    problem = _find(problems, field)
+    for needle in needles:
+        assert needle in problem.message, str(problem)
+
+
+def test_a_prompt_of_exactly_the_limit_is_accepted() -> None:
+    assert manifest_from_dict(_wasm(prompt="x" * 4000), WHERE).prompt == "x" * 4000

@@ -5,7 +5,6 @@ clear error within its limit, the host survives, and the others keep answering."
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from conftest import write_plugin
+from test_wasm_tier import seed_cache
 from tether.runtime.host import Host
 from tether.runtime.lifecycle import State
 from tether.runtime.wasm_engine import load_component
 from tether.runtime.wasm_tier import MAX_STUCK, STUCK_GRACE_S, WasmCallError, WasmPlugin
-from wasm_build import CACHE, build_all
+from wasm_build import CACHE, build_all, place
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -83,12 +83,9 @@ def write_host(
         folder = plugins / plugin_id
         folder.mkdir(parents=True)
         (folder / "plugin.toml").write_text(_wasm_manifest(plugin_id, f"{guest}.wasm", tools))
-        shutil.copyfile(components[guest], folder / f"{guest}.wasm")
+        place(components[guest], folder / f"{guest}.wasm")
     write_plugin(plugins, "calm", CALM)
-    cache = base / ".tether" / "wasm-cache"
-    cache.mkdir(parents=True)
-    for art in ARTIFACTS.glob("*.cwasm"):
-        shutil.copyfile(art, cache / art.name)
+    seed_cache(base, components["hostile"], components["limits"])
     policy = base / "tether.toml"
     policy.write_text(
         f"[host]\n{host}\n"
@@ -275,7 +272,7 @@ async def test_the_guest_sees_only_granted_environment_variables(
         'env = [{ from = "TETHER_WASM_VISIBLE", as = "VISIBLE" }]',
     )
     (folder / "plugin.toml").write_text(manifest)
-    shutil.copyfile(components["hostile"], folder / "hostile.wasm")
+    place(components["hostile"], folder / "hostile.wasm")
     grant = '["tools.register", "env.inject"]' if granted else '["tools.register"]'
     policy = tmp_path / "tether.toml"
     policy.write_text(f"[plugins.snoop]\ngrant = {grant}\n")

@@ -4,7 +4,6 @@ between runs by tests/wasm_build.py), run by wasmtime behind the capability memb
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,24 +14,33 @@ from tether.contract.types import (
     Caller,
     Event,
     Intercept,
+    NotificationRequest,
     RunEnd,
     RunEndReason,
     RunStart,
 )
 from tether.runtime.host import Host
 from tether.runtime.lifecycle import State
-from tether.runtime.wasm_engine import load_component
+from tether.runtime.wasm_engine import cache_key, load_component
 from tether.runtime.wasm_ingress import MAX_COMMANDS
 from tether.runtime.wasm_tier import WasmPlugin
 from tether.services.clock import ManualClock
-from wasm_build import CACHE, HELLO, build_all
+from tether.services.notify import RetryPolicy
+from wasm_build import CACHE, HELLO, build_all, place
 
 # A cold cache compiles every guest in the first test's setup (tens of seconds each).
 pytestmark = pytest.mark.timeout(240)
 
 ARTIFACTS = CACHE / "cwasm"  # compiled artifacts the tests reuse between runs
 FULL = ["tools.register", "storage.read", "storage.write", "events.emit", "http.outbound"]
-REACTIVE = ["hooks.tools", "hooks.input", "hooks.run", "events.subscribe", "scheduler.write"]
+REACTIVE = [
+    "hooks.tools",
+    "hooks.input",
+    "hooks.run",
+    "events.subscribe",
+    "scheduler.write",
+    "commands.register",
+]
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +68,25 @@ def write_host_dir(
     if tools:
         manifest = manifest.split("[[tools]]", 1)[0] + tools
     (folder / "plugin.toml").write_text(manifest)
-    shutil.copyfile(wasm, folder / "hello.wasm")
+    place(wasm, folder / "hello.wasm")
     grants = ", ".join(f'"{g}"' for g in grant)
     (base / "tether.toml").write_text(
         f'[plugins.hello]\ngrant = [{grants}]\noutbound_hosts = ["api.example.com"]\n'
         + extra_policy
     )
     if seed:
-        cache = base / ".tether" / "wasm-cache"
-        cache.mkdir(parents=True)
-        for art in ARTIFACTS.glob("*.cwasm"):
-            shutil.copyfile(art, cache / art.name)
+        seed_cache(base, wasm)
     return base / "tether.toml"
+
+
+def seed_cache(base: Path, *components: Path) -> None:
+    """Copy the compiled artifacts of `components` into the host's compile cache under
+    `base`: only theirs, since ARTIFACTS keeps one (tens of MB) per guest version built."""
+    cache = base / ".tether" / "wasm-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    for component in components:
+        name = f"{cache_key(component.read_bytes())}.cwasm"
+        place(ARTIFACTS / name, cache / name)
 
 
 def wasm_of(host: Host) -> WasmPlugin:
@@ -264,9 +279,18 @@ entry = "hooked.wasm"
 capabilities = [
     "tools.register", "storage.read", "storage.write",
     "hooks.tools", "hooks.input", "hooks.run", "events.subscribe", "scheduler.write",
+    "commands.register", "prompts.contribute", "notifications.register",
 ]
 hooks = ["before_tool_call", "transform_user_input"]
 subscribe = ["message.received", "run.start", "run.end"]
+channels = ["loose", "reject", "echo", "broken"]
+prompt = "Hooked is loaded.\\nIts second line."  # a TOML escape: two lines
+
+[[commands]]
+name = "shout"
+description = "Shout the text back."
+[[commands]]
+name = "boom"
 
 [[tools]]
 name = "echo"
@@ -300,17 +324,21 @@ def write_hooked(base: Path, wasm: Path, *, grant: list[str]) -> Path:
     folder = base / "plugins" / "hooked"
     folder.mkdir(parents=True)
     (folder / "plugin.toml").write_text(HOOKED)
-    shutil.copyfile(wasm, folder / "hooked.wasm")
+    place(wasm, folder / "hooked.wasm")
     grants = ", ".join(f'"{g}"' for g in grant)
     (base / "tether.toml").write_text(f"[plugins.hooked]\ngrant = [{grants}]\n")
-    cache = base / ".tether" / "wasm-cache"
-    cache.mkdir(parents=True)
-    for art in ARTIFACTS.glob("*.cwasm"):
-        shutil.copyfile(art, cache / art.name)
+    seed_cache(base, wasm)
     return base / "tether.toml"
 
 
-HOOKED_GRANT = ["tools.register", "storage.read", "storage.write", *REACTIVE]
+HOOKED_GRANT = [
+    "tools.register",
+    "storage.read",
+    "storage.write",
+    *REACTIVE,
+    "prompts.contribute",
+    "notifications.register",
+]
 
 
 @pytest.fixture
@@ -353,6 +381,66 @@ async def test_hello_answers_slash_hello_without_the_model(hello: Host) -> None:
     answer = await hello.hooks.transform_user_input("/hello")
     assert answer == Intercept(reply="Hello from a wasm component!")
     assert await hello.hooks.transform_user_input("hi there") == "hi there"
+
+
+async def test_hello_answers_its_slash_command(hello: Host) -> None:
+    assert await hello.run_command("/wave Ada") == "Hello, Ada!"
+    assert await hello.run_command("/wave") == "Hello, world!"
+    assert hello.registry.commands["wave"].description == "Greet someone by name."
+
+
+async def test_a_command_err_answers_with_the_error(hooked: Host) -> None:
+    assert await hooked.run_command("/shout  hi there ") == "HI THERE"
+    reply = await hooked.run_command("/boom now")
+    assert reply == "/boom failed: WasmCallError: command /boom: command boom failed on purpose"
+    newest = hooked.audit.read(plugin="hooked", kind="plugin_error")[0].message
+    assert "command /boom failed" in newest
+    assert wasm_of_id(hooked, "hooked").traps == 0
+    assert await hooked.run_command("/shout again") == "AGAIN"
+
+
+async def test_the_manifest_prompt_is_contributed(hooked: Host) -> None:
+    assert await hooked.system_prompt("base") == "base\n\nHooked is loaded.\nIts second line."
+
+
+async def test_channels_deliver_through_the_component(hooked: Host) -> None:
+    hooked.notifications.retry = RetryPolicy(attempts=1)  # no back-off on the manual clock
+    assert hooked.notifications.kinds() == ["broken", "echo", "loose", "reject"]
+    sent = await hooked.notify("echo", "ann", "hi", {"subject": "s"})
+    assert (sent.ok, sent.message) == (True, "echo")
+    # the guest got the tagged request and sent it back as `data`: it arrived whole
+    assert sent.data == NotificationRequest("echo", "ann", "hi", {"subject": "s"}, "host")
+    rejected = await hooked.notify("reject", "bob", "hi")
+    assert (rejected.ok, rejected.retryable) == (False, False)
+    assert rejected.message == "no such recipient bob"
+    # an err fails the attempt (retryable, as a raising in-process handler's)
+    broken = await hooked.notify("broken", "ann", "hi")
+    assert (broken.ok, broken.retryable) == (False, True)
+    assert "channel 'broken' (plugin 'hooked') failed: WasmCallError" in broken.message
+    assert "channel broken failed on purpose" in broken.message
+    # a result that is not a NotificationResult is refused as at the other tiers
+    loose = await hooked.notify("loose", "ann", "hi")
+    assert (loose.ok, loose.retryable) == (False, False)
+    assert "returned dict, not a NotificationResult" in loose.message
+    assert wasm_of_id(hooked, "hooked").traps == 0
+
+
+async def test_commands_prompt_and_channels_without_grants_are_skipped(
+    tmp_path: Path, components: dict[str, Path]
+) -> None:
+    policy = write_hooked(tmp_path, components["hooked"], grant=["tools.register"])
+    async with Host(policy) as host:
+        rec = host.records["hooked"]
+        assert rec.state is State.ACTIVE, rec.error
+        for warning in (
+            "command /shout skipped: commands.register is not granted",
+            "system prompt skipped: prompts.contribute is not granted",
+            "channel echo skipped: notifications.register is not granted",
+        ):
+            assert warning in rec.warnings, rec.warnings
+        assert await host.run_command("/shout hi") is None
+        assert await host.system_prompt("base") == "base"
+        assert host.notifications.kinds() == []
 
 
 async def test_a_subscription_receives_the_emitted_event(hooked: Host) -> None:
@@ -462,6 +550,7 @@ async def test_hooks_events_and_jobs_without_grants_are_skipped(
         rec = host.records["hello"]
         assert rec.state is State.ACTIVE, rec.error
         assert sorted(rec.warnings) == [
+            "command /wave skipped: commands.register is not granted",
             "event message.received skipped: events.subscribe is not granted",
             "hook transform_user_input skipped: hooks.input is not granted",
             "job tick skipped: scheduler.write is not granted",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from importlib.metadata import version
@@ -21,6 +22,16 @@ CACHE = Path(os.environ.get("TETHER_TEST_WASM_CACHE", Path.home() / ".cache" / "
 
 GUESTS = Path(__file__).resolve().parent / "wasm_guests"
 """Test-only guests: each `<name>.py` here is built as the component `<name>`."""
+
+
+def place(source: Path, target: Path) -> None:
+    """Put a built component or compiled artifact (tens of MB each) where a test's host
+    expects it: a hard link where the filesystem allows, else a copy. Hosts only read them
+    (a damaged artifact is unlinked, never rewritten in place)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def _digest(sources: dict[str, bytes]) -> str:

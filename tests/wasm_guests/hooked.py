@@ -1,4 +1,5 @@
-"""A test-only guest for hooks, events, jobs and user storage (tests/test_wasm_tier.py).
+"""A test-only guest for hooks, events, jobs, user storage, commands and notification
+channels (tests/test_wasm_tier.py).
 
 Hook arguments and results use the tagged form: {"__tether_type__": "ToolCall", ...}.
 """
@@ -86,10 +87,20 @@ class WitWorld(wit_world.WitWorld):
         raise Err("job " + name + " failed on purpose")
 
     def handle_command(self, name, args):
-        raise Err("this component has no commands")
+        if name == "shout":
+            return args.upper()
+        raise Err("command " + name + " failed on purpose")
 
     def deliver_notification(self, kind, request_json):
-        raise Err("this component claims no notification channels")
+        request = json.loads(request_json)
+        if kind == "loose":  # a plain object, not a tagged NotificationResult
+            return json.dumps({"ok": True})
+        if kind == "reject":
+            why = "no such recipient " + request["recipient"]
+            return tagged("NotificationResult", ok=False, message=why, retryable=False)
+        if kind == "echo":  # the request as the component received it
+            return tagged("NotificationResult", ok=True, message="echo", data=request)
+        raise Err("channel " + kind + " failed on purpose")
 
     def status(self):
         return '{"state": "ready"}'

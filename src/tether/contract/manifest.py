@@ -55,6 +55,7 @@ KEY_ALIASES: dict[str, str] = {
     "configschema": "config_schema",
     "mtlssecrets": "mtls_secrets",
     "requires": "dependencies",
+    "system_prompt": "prompt",
 }
 
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -200,6 +201,52 @@ class ManifestJob(_Strict):
         return self
 
 
+PROMPT_MAX = 4000
+"""Longest `prompt` a component's manifest may contribute to the system prompt."""
+
+
+def check_command_name(name: str) -> str:
+    """A slash command name, by the rule the host's registry applies at registration."""
+    # Imported here: the registry is runtime code, loaded only when a manifest has commands.
+    from tether.runtime.registry import _COMMAND
+
+    if not _COMMAND.fullmatch(name):
+        raise ValueError(
+            f"command name {name!r} must be lowercase letters, digits, _ or -, starting with a "
+            "letter, at most 32 characters, e.g. 'weather'"
+        )
+    return name
+
+
+def check_channel_kind(kind: str) -> str:
+    """A notification channel kind, by the rule the notification bus applies."""
+    from tether.services.notify import _KIND
+
+    if not _KIND.fullmatch(kind):
+        raise ValueError(
+            f"channel kind {kind!r} must be 1-64 of a-z 0-9 _ . - starting with a letter, "
+            "e.g. 'webhook'"
+        )
+    return kind
+
+
+class ManifestCommand(_Strict):
+    """A slash command a wasm component answers (`handle-command`)."""
+
+    name: str
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _command_name(cls, v: str) -> str:
+        return check_command_name(v)
+
+    @field_validator("description")
+    @classmethod
+    def _command_description(cls, v: str) -> str:
+        return v if v == "" else check_display_string(v, max_len=500, multiline=True)
+
+
 def check_hook_kind(kind: str) -> str:
     """A hook kind a component may list: one of `Plugin.hook`'s names."""
     # Imported here: tether.authoring imports this module for `Manifest`.
@@ -259,6 +306,12 @@ class Manifest(_Strict):
     """wasm tier only: the events the component handles (`handle-event`)."""
     jobs: tuple[ManifestJob, ...] = ()
     """wasm tier only: the component's scheduled jobs (`run-job`)."""
+    commands: tuple[ManifestCommand, ...] = ()
+    """wasm tier only: the slash commands the component answers (`handle-command`)."""
+    channels: tuple[str, ...] = ()
+    """wasm tier only: the notification channel kinds it claims (`deliver-notification`)."""
+    prompt: str | None = None
+    """wasm tier only: static text the component contributes to the system prompt."""
 
     @field_validator(
         "capabilities",
@@ -273,6 +326,8 @@ class Manifest(_Strict):
         "hooks",
         "subscribe",
         "jobs",
+        "commands",
+        "channels",
         mode="before",
     )
     @classmethod
@@ -441,6 +496,25 @@ class Manifest(_Strict):
         _no_duplicates(tuple(j.name for j in v))
         return v
 
+    @field_validator("commands")
+    @classmethod
+    def _commands(cls, v: tuple[ManifestCommand, ...]) -> tuple[ManifestCommand, ...]:
+        _no_duplicates(tuple(c.name for c in v))
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for kind in v:
+            check_channel_kind(kind)
+        _no_duplicates(v)
+        return v
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: str | None) -> str | None:
+        return None if v is None else check_display_string(v, max_len=PROMPT_MAX, multiline=True)
+
     @field_validator("config_schema")
     @classmethod
     def _config_schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -473,10 +547,20 @@ MANIFEST_KEYS: dict[str, tuple[str, ...]] = {
     "env": ("from", "as"),
     "tools": tuple(ManifestTool.model_fields),
     "jobs": tuple(ManifestJob.model_fields),
+    "commands": tuple(ManifestCommand.model_fields),
 }
 
 
-WASM_ONLY_KEYS = ("tools", "ingress", "hooks", "subscribe", "jobs")
+WASM_ONLY_KEYS = (
+    "tools",
+    "ingress",
+    "hooks",
+    "subscribe",
+    "jobs",
+    "commands",
+    "channels",
+    "prompt",
+)
 """Keys only a wasm component's manifest may have: it cannot declare anything in code."""
 
 _ALIASES_BY_PARENT: dict[str, dict[str, str]] = {
@@ -514,10 +598,12 @@ def _cross_problems(doc: dict[str, Any], where: str) -> list[Problem]:
         )
         out.append(Problem(where, "route_prefix", msg))
     for key in WASM_ONLY_KEYS:
-        if listed(key) and doc.get("tier") != "wasm":
+        given = listed(key) or (key == "prompt" and isinstance(doc.get(key), str))
+        if given and doc.get("tier") != "wasm":
+            them = "it" if key == "prompt" else "them"
             msg = (
                 f"only a wasm component lists its {key} in the manifest (other tiers "
-                'declare them in code); set tier = "wasm" or remove the key'
+                f'declare {them} in code); set tier = "wasm" or remove the key'
             )
             out.append(Problem(where, key, msg))
     if listed("mtls_secrets") and "secrets.mtls" not in caps:

@@ -1,12 +1,12 @@
 """The WebAssembly component tier (`tier = "wasm"`).
 
-A plugin is a component of the `tether:plugin` world (wit/tether-plugin.wit). Its tools
-and ingress names come from the manifest; the host validates tool input against the
-manifest's schema before calling `handle-tool`. Every call runs in the plugin's own worker
-thread, under an epoch deadline re-armed before the call (the CPU bound) and a store
-memory limit (`memory_max_pages`). A trap fails that call with a clear message and poisons
-the store; the next call gets a new store and instance (`start` runs again), so durable
-state belongs in host storage. See docs/wasm.md.
+A plugin is a component of the `tether:plugin` world (wit/tether-plugin.wit). Its tools,
+ingress names and everything else it offers come from the manifest; the host validates
+tool input against the manifest's schema before calling `handle-tool`. Every call runs in
+the plugin's own worker thread, under an epoch deadline re-armed before the call (the CPU
+bound) and a store memory limit (`memory_max_pages`). A trap fails that call with a clear
+message and poisons the store; the next call gets a new store and instance (`start` runs
+again), so durable state belongs in host storage. See docs/wasm.md.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 from wasmtime import Store
 from wasmtime.component import Component, Instance, Variant
 
-from tether.authoring import JobDecl, Plugin, ToolDecl
+from tether.authoring import CommandDecl, JobDecl, Plugin, ToolDecl
 from tether.contract.manifest import Manifest
 from tether.contract.policy import Resolution
+from tether.contract.types import NotificationRequest
 from tether.runtime.dispatch import trust
 from tether.runtime.inprocess import PluginImportError
 from tether.runtime.tiers import granted_env
@@ -51,6 +52,8 @@ EXPORTS = (
     "handle-hook",
     "handle-event",
     "run-job",
+    "handle-command",
+    "deliver-notification",
     "status",
     "stop",
 )
@@ -443,6 +446,33 @@ def _job_callable(wasm: WasmPlugin, name: str) -> Callable[..., Any]:
     return job
 
 
+def _command_callable(wasm: WasmPlugin, name: str) -> Callable[..., Any]:
+    """A slash command running `handle-command`; its `ok` is the reply text (not JSON) and
+    its `err` fails the command, as a raising in-process command does."""
+
+    async def command(args: str) -> str:
+        result = await wasm._call("handle-command", name, args)
+        return str(_result_value(result, f"command /{name}", parse=False))
+
+    command.__name__ = command.__qualname__ = "wasm_command_" + name.replace("-", "_")
+    return command
+
+
+def _channel_callable(wasm: WasmPlugin, kind: str) -> Callable[..., Any]:
+    """A notification channel running `deliver-notification` with the tagged request. The
+    bus bounds the call and retries failures; an `err`, a trap or an unreadable result
+    fails the attempt, and anything but a NotificationResult is refused by the bus with
+    the in-process message."""
+
+    async def deliver(request: NotificationRequest) -> Any:
+        result = await wasm._call("deliver-notification", kind, _to_json(request))
+        return _from_json(result, f"channel {kind!r}")
+
+    name = "wasm_channel_" + kind.replace(".", "_").replace("-", "_")
+    deliver.__name__ = deliver.__qualname__ = name
+    return deliver
+
+
 def _tool_callable(wasm: WasmPlugin, name: str, schema: dict[str, Any]) -> Callable[..., Any]:
     """An async function named `name` whose keyword parameters are the schema's properties
     (dispatch calls it with the validated arguments)."""
@@ -468,8 +498,8 @@ def _tool_callable(wasm: WasmPlugin, name: str, schema: dict[str, Any]) -> Calla
 
 async def load(cand: Candidate, res: Resolution, host: Host) -> Plugin:
     """The proxy `Plugin` for a wasm candidate: compile (or load from the host's cache),
-    declare the manifest's tools, hooks, subscriptions and jobs, and start/stop the instance
-    with the plugin's lifecycle."""
+    declare the manifest's tools, hooks, subscriptions, jobs, commands, prompt and channels,
+    and start/stop the instance with the plugin's lifecycle."""
     manifest, folder = cand.manifest, cand.folder
     if manifest is None or folder is None:
         raise PluginImportError("the wasm tier runs folder plugins only")
@@ -493,13 +523,20 @@ async def load(cand: Candidate, res: Resolution, host: Host) -> Plugin:
         fn = _tool_callable(wasm, tool.name, tool.input_schema)
         d.tools.append(ToolDecl(fn, tool.name, tool.description, tool.input_schema, None))
     # Declared like any plugin's: activation checks the grants (hooks.*, events.subscribe,
-    # scheduler.write) and skips what is not granted, with a warning.
+    # scheduler.write, commands.register, prompts.contribute, notifications.register) and
+    # skips what is not granted, with a warning.
     d.hooks = [(kind, _hook_callable(wasm, kind)) for kind in manifest.hooks]
     d.events = [(event, _event_callable(wasm, event)) for event in manifest.subscribe]
     d.jobs = [
         JobDecl(j.name, _job_callable(wasm, j.name), j.cron, j.every_s, j.delay_s)
         for j in manifest.jobs
     ]
+    d.commands = [
+        CommandDecl(c.name, _command_callable(wasm, c.name), c.description)
+        for c in manifest.commands
+    ]
+    d.prompts = [manifest.prompt] if manifest.prompt is not None else []
+    d.channels = [(kind, _channel_callable(wasm, kind)) for kind in manifest.channels]
 
     async def on_load(ctx: Context) -> None:
         await wasm.start(ctx)
