@@ -61,3 +61,25 @@ def test_agent_benchmark_quick_run_reports_both_providers(tmp_path: Path) -> Non
         "| in-process | 10 plugins, every hook |",
     ):
         assert row in proc.stdout, proc.stdout
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("script", "lines"),
+    [
+        ("bench_tiers.py", ["raw framed round trip", "MCP SDK stdio call_tool", "tier / raw = "]),
+        ("bench_wasm.py", ["bare export call", "thread hop (no-op)", "host.call_tool"]),
+    ],
+)
+def test_tier_benchmarks_quick_run(tmp_path: Path, script: str, lines: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=110,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for line in lines:
+        assert line in proc.stdout, f"{script}: no {line!r} in:\n{proc.stdout[-2000:]}"
+    assert list(tmp_path.iterdir()) == []
