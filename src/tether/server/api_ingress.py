@@ -34,7 +34,7 @@ from tether.server.app import ServerState
 from tether.server.auth import caller_of
 
 if TYPE_CHECKING:
-    from tether.runtime.wasm_tier import WasmPlugin
+    from tether.runtime.wasm_plugin import WasmPlugin
 
 log = logging.getLogger("tether.server.ingress")
 
