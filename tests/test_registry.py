@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tether import Caller, NameClashError, RegistrationError
-from tether.authoring import HOOK_NAMES
+from tether.contract.names import HOOK_NAMES
 from tether.runtime.dispatch import RegisteredTool
 from tether.runtime.hooks import Hooks
 from tether.runtime.registry import TOOL_NAME_MAX, Registry, full_tool_name

@@ -8,29 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel
 
 from tether.contract.manifest import Manifest
+from tether.contract.names import HOOK_NAMES, HookName
 
 if TYPE_CHECKING:
     from tether.runtime.context import Context
 
 F = TypeVar("F", bound=Callable[..., Any])
 ModelT = TypeVar("ModelT", bound=BaseModel)
-
-HookName = Literal[
-    "before_model_call",
-    "after_model_call",
-    "before_tool_call",
-    "after_tool_call",
-    "filter_tools",
-    "transform_system_prompt",
-    "transform_user_input",
-    "after_run",
-]
-HOOK_NAMES: tuple[str, ...] = get_args(HookName)
 
 LifecycleName = Literal["load", "unload", "enable", "disable"]
 

@@ -30,6 +30,7 @@ from tether.contract.events import (
     is_known_event,
 )
 from tether.contract.hosts import HostPatternError, normalize_host_pattern
+from tether.contract.names import CHANNEL_KIND, COMMAND_NAME, HOOK_NAMES
 from tether.contract.validation import (
     PLUGIN_ID,
     PLUGIN_ID_MAX,
@@ -145,9 +146,9 @@ class ManifestTool(_Strict):
         return v
 
 
-def check_cron_expression(expr: str) -> str:
-    """A 5-field UTC cron expression, checked as the scheduler checks it."""
-    if len(expr.split()) != 5:
+def check_cron_expression(expr: object) -> str:
+    """A 5-field UTC cron expression (the scheduler and manifests check it here)."""
+    if not isinstance(expr, str) or len(expr.split()) != 5:
         raise ValueError(
             f"invalid cron expression {expr!r}: it needs exactly 5 fields "
             "'minute hour day-of-month month day-of-week' (UTC), e.g. '*/5 * * * *'"
@@ -207,10 +208,7 @@ PROMPT_MAX = 4000
 
 def check_command_name(name: str) -> str:
     """A slash command name, by the rule the host's registry applies at registration."""
-    # Imported here: the registry is runtime code, loaded only when a manifest has commands.
-    from tether.runtime.registry import _COMMAND
-
-    if not _COMMAND.fullmatch(name):
+    if not COMMAND_NAME.fullmatch(name):
         raise ValueError(
             f"command name {name!r} must be lowercase letters, digits, _ or -, starting with a "
             "letter, at most 32 characters, e.g. 'weather'"
@@ -220,9 +218,7 @@ def check_command_name(name: str) -> str:
 
 def check_channel_kind(kind: str) -> str:
     """A notification channel kind, by the rule the notification bus applies."""
-    from tether.services.notify import _KIND
-
-    if not _KIND.fullmatch(kind):
+    if not CHANNEL_KIND.fullmatch(kind):
         raise ValueError(
             f"channel kind {kind!r} must be 1-64 of a-z 0-9 _ . - starting with a letter, "
             "e.g. 'webhook'"
@@ -249,9 +245,6 @@ class ManifestCommand(_Strict):
 
 def check_hook_kind(kind: str) -> str:
     """A hook kind a component may list: one of `Plugin.hook`'s names."""
-    # Imported here: tether.authoring imports this module for `Manifest`.
-    from tether.authoring import HOOK_NAMES
-
     if kind not in HOOK_NAMES:
         hint = did_you_mean(kind, HOOK_NAMES)
         raise ValueError(f"unknown hook kind {kind!r}{hint}; use one of {', '.join(HOOK_NAMES)}")

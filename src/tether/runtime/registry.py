@@ -12,15 +12,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from tether.authoring import HOOK_NAMES
 from tether.contract.errors import NameClashError, RegistrationError
+from tether.contract.names import COMMAND_NAME, HOOK_NAMES
 from tether.contract.types import Caller, ToolInfo
 from tether.runtime.dispatch import RegisteredTool
 from tether.runtime.hooks import HookPlan, Hooks
 
 TOOL_NAME_MAX = 64
 _LOCAL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-_COMMAND = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
 def full_tool_name(plugin_id: str, local: str) -> str:
@@ -141,7 +140,7 @@ class Registry:
     def add_command(
         self, plugin_id: str, name: str, fn: Callable[..., Any], description: str
     ) -> None:
-        if not _COMMAND.match(name):
+        if not COMMAND_NAME.match(name):
             raise RegistrationError(
                 f"plugin {plugin_id!r}: command {name!r} must be lowercase letters, digits, _ "
                 "or -, starting with a letter, at most 32 characters"

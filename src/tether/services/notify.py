@@ -12,12 +12,12 @@ import asyncio
 import dataclasses
 import logging
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from tether.contract.errors import NameClashError, RegistrationError
+from tether.contract.names import CHANNEL_KIND
 from tether.contract.types import NotificationRequest, NotificationResult
 from tether.services.calls import call_plugin, wait_task
 from tether.services.clock import Clock, SystemClock
@@ -36,7 +36,6 @@ log = logging.getLogger("tether.notify")
 ChannelErrorSink = Callable[[str, str, str], None]
 """Called with (plugin id, channel kind, message) when a handler raises or times out."""
 
-_KIND = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 CircuitState = Literal["closed", "open", "half_open"]
 
 
@@ -121,7 +120,7 @@ class NotificationBus:
         self, plugin_id: str, kind: str, handler: Callable[..., Any], *, timeout: float = 30.0
     ) -> None:
         """Claim `kind` for `plugin_id`; a kind already claimed raises `NameClashError`."""
-        if not isinstance(kind, str) or not _KIND.match(kind):
+        if not isinstance(kind, str) or not CHANNEL_KIND.match(kind):
             raise RegistrationError(
                 f"plugin {plugin_id!r}: channel kind {kind!r} must be 1-64 of a-z 0-9 _ . - "
                 "starting with a letter"

@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 from croniter import croniter
 
 from tether.contract.errors import NameClashError, RegistrationError
+from tether.contract.manifest import check_cron_expression
 from tether.services.calls import PluginCrash, call_plugin, is_async_callable, wait_task
 from tether.services.clock import Clock, ManualClock, SystemClock
 from tether.services.events import EventBus
@@ -126,20 +127,10 @@ def cron_next(expr: str, after: float) -> float:
 
 def check_cron(plugin_id: str, name: str, expr: object) -> str:
     """Validate a 5-field cron expression; the error names the plugin, job and expression."""
-    where = f"plugin {plugin_id!r}: job {name!r}"
-    if not isinstance(expr, str) or len(expr.split()) != 5:
-        raise RegistrationError(
-            f"{where}: invalid cron expression {expr!r}: it needs exactly 5 fields "
-            "'minute hour day-of-month month day-of-week' (UTC), e.g. '*/5 * * * *'"
-        )
     try:
-        croniter(expr)
-    except (ValueError, KeyError) as exc:
-        raise RegistrationError(
-            f"{where}: invalid cron expression {expr!r}: {exc}; use 5 fields "
-            "'minute hour day-of-month month day-of-week' (UTC), e.g. '0 9 * * *'"
-        ) from None
-    return expr
+        return check_cron_expression(expr)
+    except ValueError as exc:
+        raise RegistrationError(f"plugin {plugin_id!r}: job {name!r}: {exc}") from None
 
 
 def _check_seconds(plugin_id: str, name: str, kind: str, seconds: object) -> float:
