@@ -1,6 +1,6 @@
 """What the REST API's modules share: per-app state, the bearer-token dependency, the
-caller, the run book (every run started over HTTP, kept for a while after it ends) and the
-request-body size limit."""
+caller, the run book (every run started over HTTP, kept for a while after it ends), the
+request-body size limit and JSON-object bodies."""
 
 from __future__ import annotations
 
@@ -237,3 +237,33 @@ async def _too_large(send: Send, limit: int) -> None:
 
 def not_found(what: str) -> HTTPException:
     return HTTPException(status_code=404, detail=what)
+
+
+def json_object_body(raw: bytes, what: str) -> dict[str, Any]:
+    """A request body that must be a JSON object (empty: `{}`); `what` names it in the
+    400 (not JSON) and 422 (not an object) errors, e.g. "arguments"."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HTTPException(
+            400, f"the body is not valid JSON ({exc}); send the {what} as a JSON object"
+        ) from None
+    if not isinstance(value, dict):
+        raise HTTPException(
+            422,
+            f"the {what} must be a JSON object, not {type(value).__name__}; "
+            'send e.g. {"text": "hi"}',
+        )
+    return value
+
+
+def json_object_openapi(description: str) -> dict[str, Any]:
+    """`openapi_extra` for a route whose body is a JSON object read by `json_object_body`."""
+    return {
+        "requestBody": {
+            "description": description,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    }

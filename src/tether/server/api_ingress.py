@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -29,7 +28,15 @@ from tether.contract.types import Caller
 from tether.runtime.host import Host
 from tether.runtime.lifecycle import State
 from tether.runtime.wasm_ingress import Delivery, Reply
-from tether.server.api_common import DEFAULT_MAX_BODY, caller, host_of, is_operator, require_token
+from tether.server.api_common import (
+    DEFAULT_MAX_BODY,
+    caller,
+    host_of,
+    is_operator,
+    json_object_body,
+    json_object_openapi,
+    require_token,
+)
 from tether.server.app import ServerState
 from tether.server.auth import caller_of
 
@@ -178,12 +185,7 @@ async def deliver(
         413: {"description": "The body is over the size limit"},
         422: {"description": "The body is JSON but not an object"},
     },
-    openapi_extra={
-        "requestBody": {
-            "description": "The event's payload as a JSON object (empty body: `{}`).",
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        }
-    },
+    openapi_extra=json_object_openapi("The event's payload as a JSON object (empty body: `{}`)."),
 )
 async def post_ingress(
     plugin_id: str,
@@ -202,7 +204,7 @@ async def post_ingress(
     status says whether the event could be delivered."""
     host = host_of(request)
     target = find_target(host, plugin_id, name, caller(request))
-    payload = _payload(await request.body())
+    payload = json_object_body(await request.body(), "payload")
     sent: list[str] = []
 
     async def reply(text: str) -> None:
@@ -229,24 +231,6 @@ async def post_ingress(
         refused=[RefusedOut(command=cmd, reason=why) for cmd, why in out.refused],
     )
     return JSONResponse(body.model_dump())
-
-
-def _payload(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
-        return {}
-    try:
-        payload = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HTTPException(
-            400, f"the body is not valid JSON ({exc}); send the payload as a JSON object"
-        ) from None
-    if not isinstance(payload, dict):
-        raise HTTPException(
-            422,
-            f"the payload must be a JSON object, not {type(payload).__name__}; "
-            'send e.g. {"text": "hi"}',
-        )
-    return payload
 
 
 # WebSocket -----------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -13,7 +12,15 @@ from tether.contract.errors import UnknownToolError
 from tether.contract.types import Caller
 from tether.runtime.host import Host
 from tether.runtime.lifecycle import State
-from tether.server.api_common import api_state, caller, host_of, is_operator, not_found
+from tether.server.api_common import (
+    api_state,
+    caller,
+    host_of,
+    is_operator,
+    json_object_body,
+    json_object_openapi,
+    not_found,
+)
 
 router = APIRouter(tags=["plugins and tools"])
 
@@ -131,12 +138,9 @@ async def list_tools(request: Request, who: Caller = Depends(caller)) -> JSONRes
         413: {"description": "The body is over the size limit"},
         422: {"description": "The body is JSON but not an object"},
     },
-    openapi_extra={
-        "requestBody": {
-            "description": "The tool's arguments as a JSON object (empty body: no arguments).",
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        }
-    },
+    openapi_extra=json_object_openapi(
+        "The tool's arguments as a JSON object (empty body: no arguments)."
+    ),
 )
 async def call_tool(name: str, request: Request) -> JSONResponse:
     """Run the tool through the plugins' before/after-tool-call hooks with its timeout.
@@ -144,22 +148,7 @@ async def call_tool(name: str, request: Request) -> JSONResponse:
     could be made."""
     who = caller(request)
     host = host_of(request)
-    raw = await request.body()
-    if raw.strip():
-        try:
-            arguments = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise HTTPException(
-                400, f"the body is not valid JSON ({exc}); send the arguments as a JSON object"
-            ) from None
-    else:
-        arguments = {}
-    if not isinstance(arguments, dict):
-        raise HTTPException(
-            422,
-            f"the arguments must be a JSON object, not {type(arguments).__name__}; "
-            'send e.g. {"text": "hi"}',
-        )
+    arguments = json_object_body(await request.body(), "arguments")
     try:
         result = await host.call_tool(name, arguments, caller=who)
     except UnknownToolError as exc:
