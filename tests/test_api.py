@@ -103,6 +103,10 @@ async def test_every_api_route_needs_the_token(tmp_path: Path) -> None:
             assert "bearer token" in r.json()["detail"]
             r = await client.request(method, path, headers={"Authorization": "Bearer wrong"})
             assert r.status_code == 401, path
+            # a non-ASCII token is a wrong token, not a server error
+            odd = {"Authorization": "Bearer caf\u00e9".encode("latin-1")}
+            r = await client.request(method, path, headers=odd)
+            assert r.status_code == 401, path
         r = await client.get("/api/plugins/kit")
         assert r.status_code == 200 and r.json()["state"] == "active"
 

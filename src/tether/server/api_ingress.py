@@ -13,7 +13,6 @@ socket also takes the token as `?token=`. A caller without the plugin's roles ge
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import uuid
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from tether.server.api_common import (
     require_token,
 )
 from tether.server.app import ServerState
-from tether.server.auth import caller_of
+from tether.server.auth import caller_of, token_matches
 
 if TYPE_CHECKING:
     from tether.runtime.wasm_plugin import WasmPlugin
@@ -241,7 +240,7 @@ def socket_token_ok(conn: HTTPConnection, token: str) -> bool:
     scheme, _, given = conn.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         given = conn.query_params.get("token", "")
-    return bool(given) and hmac.compare_digest(given.strip().encode(), token.encode())
+    return token_matches(given, token)
 
 
 async def ingress_socket(websocket: WebSocket, plugin_id: str, name: str) -> None:

@@ -37,11 +37,17 @@ def load_or_create_token(data_dir: Path) -> tuple[str, bool]:
     return token, True
 
 
+def token_matches(given: str, token: str) -> bool:
+    """`given` is the operator token, compared in constant time (as bytes: a header with
+    non-ASCII characters is a wrong token, not an error)."""
+    return bool(given) and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 def check_bearer(request: Request, token: str) -> None:
     """Raise 401 unless the request carries the operator token (compared in constant time)."""
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
+    if scheme.lower() != "bearer" or not token_matches(given, token):
         raise HTTPException(
             status_code=401,
             detail="missing or wrong bearer token: send Authorization: Bearer <token> "
